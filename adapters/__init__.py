@@ -1,0 +1,1 @@
+"""Scheduler adapters behind gateway.ports.SchedulerPort: Slurm, Ray, GPU power-capping backends."""

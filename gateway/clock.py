@@ -1,0 +1,105 @@
+"""Clocks: the only source of time for the core.
+
+The core never calls ``datetime.now()`` or ``asyncio.sleep()`` itself; it is handed a ``Clock``.
+Production uses ``SystemClock``. The demo and the replay run a ``ScaledClock`` (virtual time that
+runs N times faster than the wall, so a real HTTP exchange can happen inside a compressed hour), and
+tests that need exact control use ``ManualClock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What the core needs of time."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class ScaledClock:
+    """Virtual time that starts at ``start`` and runs ``speed`` times faster than the wall.
+
+    Sleeping for an hour at ``speed=600`` takes six real seconds, while every network exchange
+    still happens for real; it is how the demo compresses an event without faking the protocol.
+    """
+
+    def __init__(self, start: datetime, speed: float) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ScaledClock needs a timezone-aware start")
+        if speed <= 0:
+            raise ValueError("ScaledClock speed must be positive")
+        self._start = start.astimezone(UTC)
+        self._speed = speed
+        self._t0 = time.monotonic()
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self._speed)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self._speed)
+
+
+class ManualClock:
+    """Time that moves only when a test (or the fast simulator) advances it.
+
+    ``sleep`` parks the caller until ``advance`` moves time past its wake-up point, so a test can
+    step an event's life precisely.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ManualClock needs a timezone-aware start")
+        self._now = start.astimezone(UTC)
+        self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self._now + timedelta(seconds=seconds), fut))
+        await fut
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking every sleeper whose time has come, in order."""
+        target = self._now + timedelta(seconds=seconds)
+        while True:
+            due = sorted((s for s in self._sleepers if s[0] <= target), key=lambda s: s[0])
+            if not due:
+                break
+            wake_at, fut = due[0]
+            self._sleepers.remove(due[0])
+            self._now = max(self._now, wake_at)
+            if not fut.done():
+                fut.set_result(None)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        self._now = target
+        await asyncio.sleep(0)

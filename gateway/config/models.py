@@ -1,0 +1,202 @@
+"""One pydantic model per configuration section. Unknown keys are errors (``extra="forbid"``).
+
+Every field has a safe default, so an empty file is a valid (simulated, dry) configuration; a
+site overrides what differs. Secrets (passphrases, tokens, passwords) are ``SecretStr`` and are
+meant to come from the environment, e.g. ``DCFLEX_SINKS__MQTT__PASSWORD``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.domain import Tier
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VenConfig(Section):
+    """How the VEN reaches the utility's VTN."""
+
+    vtn_url: str = "http://127.0.0.1:8080/OpenADR2/Simple/2.0b"
+    ven_name: str = "dcflex"
+    ven_id: str | None = Field(default=None, description="fixed VEN id; None lets the VTN assign one")
+    poll_interval_s: PositiveFloat = Field(default=10.0, le=3600)
+    request_timeout_s: PositiveFloat = Field(default=10.0, le=300)
+    cert: Path | None = None
+    key: Path | None = None
+    ca_file: Path | None = None
+    passphrase: SecretStr | None = None
+    vtn_fingerprint: str | None = None
+    check_hostname: bool = True
+    disable_signature: bool = True
+    report_granularity_s: PositiveFloat = 60.0
+
+    @field_validator("vtn_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> VenConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: set both or neither")
+        if self.cert is not None and self.ca_file is None:
+            raise ValueError("a client certificate also needs ca_file (openleadr loads it for TLS)")
+        return self
+
+
+class SiteConfig(Section):
+    """The site and its power model."""
+
+    site_id: str = Field(default="site-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    nodes: int = Field(default=64, ge=1, le=100_000)
+    gpus_per_node: int = Field(default=8, ge=0, le=64)
+    gpu_model: str = "A100"
+    gpu_idle_w: NonNegFloat = 60.0
+    node_base_w: NonNegFloat = 0.0
+    overhead: float = Field(default=1.0, ge=1.0, le=3.0, allow_inf_nan=False)
+    min_cap_w: PositiveFloat = 100.0
+    max_cap_w: PositiveFloat = 400.0
+    curves_file: Path | None = Field(default=None, description="DVFS sweep CSV; default: embedded Phoenix A100 data")
+    max_shed_kw: NonNegFloat | None = Field(default=None, description="opt out of events asking for more")
+    max_shed_fraction: Fraction = Field(default=0.6, description="of the baseline; opt out above")
+    ramp_rate_kw_per_min: PositiveFloat = Field(default=200.0, description="for every change the gateway makes")
+    baseline_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _caps(self) -> SiteConfig:
+        if self.min_cap_w >= self.max_cap_w:
+            raise ValueError("min_cap_w must be below max_cap_w")
+        return self
+
+
+class PolicyConfig(Section):
+    """How signals map to directives and how far the gateway may go."""
+
+    simple_levels: dict[str, Fraction] = Field(
+        default_factory=lambda: {"0": 0.0, "1": 0.15, "2": 0.30, "3": 0.50},
+        description="SIMPLE level → fraction of the flexible load to shed",
+    )
+    load_dispatch: Literal["setpoint", "delta"] = "setpoint"
+    default_ramp_s: NonNegFloat = Field(default=900.0, description="ramp after start when the event gives none")
+    default_recovery_s: NonNegFloat = Field(default=1800.0, description="restore window when the event gives none")
+    tolerance_kw: NonNegFloat = 5.0
+    replan_drift_kw: PositiveFloat = Field(default=20.0, description="re-plan when measured load drifts this far")
+    replan_interval_s: PositiveFloat = 60.0
+    opt_in_test_events: bool = False
+    max_target_factor: float = Field(default=2.0, gt=1.0, le=100, description="targets above this × baseline are absurd")
+
+    @field_validator("simple_levels")
+    @classmethod
+    def _levels(cls, v: dict[str, float]) -> dict[str, float]:
+        for k in v:
+            if not k.isdigit() or int(k) > 3:
+                raise ValueError(f"level {k!r} is not a SIMPLE level (allowed: 0, 1, 2, 3)")
+        return v
+
+
+class TierRule(Section):
+    """Assigns ``tier`` to jobs matching every given field (an empty rule matches nothing)."""
+
+    tier: Tier
+    qos: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    user: str | None = None
+    name_pattern: str | None = Field(default=None, description="fnmatch pattern on the job name")
+    label: str | None = Field(default=None, description="key=value in the job's labels/metadata")
+
+
+class TiersConfig(Section):
+    """Rules, first match wins; unmatched jobs get ``default`` (critical: never touched)."""
+
+    default: Tier = Tier.CRITICAL
+    rules: tuple[TierRule, ...] = ()
+
+
+class SimulatedSchedulerConfig(Section):
+    seed: int = 7
+    workload_mix: Literal["demo", "phoenix"] = "demo"
+    noise_kw: NonNegFloat = 0.5
+
+
+class SlurmSchedulerConfig(Section):
+    squeue: str = "squeue"
+    scontrol: str = "scontrol"
+    scancel: str = "scancel"
+    sinfo: str = "sinfo"
+
+
+class RaySchedulerConfig(Section):
+    dashboard_url: str = "http://127.0.0.1:8265"
+
+
+class SchedulerConfig(Section):
+    kind: Literal["simulated", "slurm", "ray"] = "simulated"
+    dry_run: bool = False
+    command_timeout_s: PositiveFloat = Field(default=30.0, le=600)
+    retries: int = Field(default=3, ge=0, le=10)
+    simulated: SimulatedSchedulerConfig = SimulatedSchedulerConfig()
+    slurm: SlurmSchedulerConfig = SlurmSchedulerConfig()
+    ray: RaySchedulerConfig = RaySchedulerConfig()
+
+
+class JournalConfig(Section):
+    path: Path = Path("var/dcflex-journal.sqlite3")
+
+
+class MqttSinkConfig(Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = "dcflex"
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class InfluxSinkConfig(Section):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    org: str = "dcflex"
+    bucket: str = "dcflex"
+    token: SecretStr | None = None
+
+
+class SinksConfig(Section):
+    mqtt: MqttSinkConfig = MqttSinkConfig()
+    influxdb: InfluxSinkConfig = InfluxSinkConfig()
+
+
+class ApiConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+
+class DcflexConfig(BaseSettings):
+    """The whole configuration. Values from ``DCFLEX_<SECTION>__<KEY>`` override the file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DCFLEX_", env_nested_delimiter="__", extra="forbid", frozen=True, nested_model_default_partial_update=True
+    )
+
+    ven: VenConfig = VenConfig()
+    site: SiteConfig = SiteConfig()
+    policy: PolicyConfig = PolicyConfig()
+    tiers: TiersConfig = TiersConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    journal: JournalConfig = JournalConfig()
+    sinks: SinksConfig = SinksConfig()
+    api: ApiConfig = ApiConfig()

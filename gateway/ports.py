@@ -1,0 +1,50 @@
+"""Ports: the small interfaces the core talks through. The core imports these, never adapters.
+
+A scheduler adapter (Slurm, Ray, the simulated cluster) implements ``SchedulerPort``; a power
+source implements ``PowerMeter``; the VEN hands events to an ``EventHandler``; operators' outputs
+(MQTT, InfluxDB) implement ``Sink``. ``Clock`` lives in ``gateway.clock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from gateway.domain import Action, ClusterSnapshot, GridEvent, OptDecision
+
+
+class SchedulerPort(Protocol):
+    """A job scheduler the gateway can read and act on.
+
+    ``apply`` must be idempotent for a given ``action.key`` (applying a done action again changes
+    nothing) and must raise ``AdapterError`` subclasses only. ``describe`` says, without doing it,
+    which commands ``apply`` would run: the dry-run mode prints it.
+    """
+
+    name: str
+
+    async def snapshot(self) -> ClusterSnapshot: ...
+
+    async def apply(self, action: Action) -> None: ...
+
+    def describe(self, action: Action) -> list[str]: ...
+
+
+class PowerMeter(Protocol):
+    """The site's measured power in kW (IT load plus whatever the meter sees)."""
+
+    async def read_kw(self) -> float: ...
+
+
+class EventHandler(Protocol):
+    """Receives translated OpenADR events from the VEN and answers each delivery."""
+
+    async def on_event(self, event: GridEvent) -> OptDecision: ...
+
+    async def on_cancel(self, event_id: str, reason: str) -> None: ...
+
+
+class Sink(Protocol):
+    """An operators' output: receives lifecycle records, alerts and measurements."""
+
+    async def emit(self, kind: str, payload: Mapping[str, object]) -> None: ...

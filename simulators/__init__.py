@@ -1,0 +1,1 @@
+"""The simulated cluster, a scenario-driven VTN and the replay harness."""
