@@ -97,6 +97,9 @@ class PolicyConfig(Section):
     replan_interval_s: PositiveFloat = 60.0
     opt_in_test_events: bool = False
     max_target_factor: float = Field(default=2.0, gt=1.0, le=100, description="targets above this × baseline are absurd")
+    reference_price_per_mwh: float = Field(
+        default=50.0, allow_inf_nan=False, description="the price priceRelative adds to and priceMultiplier multiplies"
+    )
 
     @field_validator("simple_levels")
     @classmethod
