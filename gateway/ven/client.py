@@ -1,0 +1,559 @@
+"""The dcflex VEN: openleadr's ``OpenADRClient`` (OpenADR 2.0b, pull mode) plus what it lacks.
+
+openleadr registers, polls, parses and answers; around it this module adds:
+
+* **Translation and a never-crash answer path.** Every delivered event goes through
+  ``translate_event``; a malformed or hostile one is opted out of (code 454, the error as the
+  response description) and logged on ``dcflex.ven``. A handler that raises costs an opt-out of
+  that one event, not of the whole distribution (openleadr opts out of all of them).
+* **Decisions on the injected clock.** An event whose end is already past (``Clock``) is answered
+  ``optOut`` / "event already ended" and never reaches the handler. openleadr's own protocol
+  timing (polls, report jobs, its VTN's event status) stays on the wall clock: the protocol is real.
+* **Cancellation, explicit and implied.** Status ``cancelled`` → ``on_cancel(id, "cancelled by VTN")``.
+  An event handed to the handler that is missing from a later distribution (and has not ended) →
+  ``on_cancel(id, IMPLIED_CANCEL_REASON)``. openleadr's VTN never sends an *empty* distribution: when
+  its last event for a VEN is removed, the next poll is a bare ``oadrResponse``. So the VEN also
+  re-syncs with ``oadrRequestEvent`` every ``resync_every_polls`` polls, and takes a successful bare
+  ``oadrResponse`` to that request (openleadr's "no events") or an empty ``oadrDistributeEvent``
+  (other VTNs) as "none of your events remain".
+* **Modifications** reach ``on_event`` again; identical re-deliveries are answered from memory, as
+  openleadr does. A modification that is rejected or already over withdraws the earlier version
+  (``on_cancel``), since the plan for it no longer matches what the VTN asks.
+* **openleadr defects guarded:** every queued message is drained per poll (openleadr handles one);
+  an ``oadrUpdateReport`` from the VTN is logged and ignored (openleadr raises AttributeError);
+  ``stop()`` waits for in-flight polls, shuts the scheduler down and closes the HTTP session; the
+  request timeout and TLS come from ``VenConfig``.
+
+Poll interval: the shorter of the VTN's ``requestedOadrPollFreq`` and ``VenConfig.poll_interval_s``
+(the config is the operator's ceiling; a VTN asking for slower polls cannot make dcflex deaf).
+
+Nothing here persists: after a restart the handler sees events again and deduplicates from its journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+from xml.sax.saxutils import escape
+
+import aiohttp
+from openleadr import OpenADRClient, enums
+
+from gateway.clock import Clock
+from gateway.config.models import VenConfig
+from gateway.domain import OptDecision
+from gateway.exceptions import AdapterUnavailable, ConfigError, ProtocolError
+from gateway.ports import EventHandler
+from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
+from gateway.ven.translate import event_identity, event_status, translate_event
+
+__all__ = ["ENDED_REASON", "IMPLIED_CANCEL_REASON", "VTN_CANCEL_REASON", "Answer", "EventBook", "Ven"]
+
+logger = logging.getLogger("dcflex.ven")
+
+VTN_CANCEL_REASON = "cancelled by VTN"
+IMPLIED_CANCEL_REASON = "implied cancellation: absent from the VTN's latest distribution"
+ENDED_REASON = "event already ended"
+MAX_MESSAGES_PER_POLL = 10
+_OK = 200
+_INVALID_DATA = 454  # enums.STATUS_CODES.INVALID_DATA
+_SIGNAL_NOT_SUPPORTED = 460  # enums.STATUS_CODES.SIGNAL_NOT_SUPPORTED, as openleadr answers unknown names
+_MEMORY = 1000  # answers and cancellations remembered (oldest forgotten first)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the VEN told the VTN about one version of an event (``oadrCreatedEvent`` eventResponse)."""
+
+    event_id: str
+    modification: int
+    opt_type: str
+    description: str
+    code: int = _OK
+
+
+class EventBook:
+    """What this VEN process has seen: its answer per event, and the events handed to the handler
+    that are still live (their end), which is what implied cancellation is judged against."""
+
+    def __init__(self) -> None:
+        self._answers: dict[str, Answer] = {}
+        self._live: dict[str, datetime] = {}
+        self._cancelled: dict[str, None] = {}
+
+    def answer(self, event_id: str) -> Answer | None:
+        return self._answers.get(event_id)
+
+    def cached(self, event_id: str, modification: int) -> Answer | None:
+        answer = self._answers.get(event_id)
+        return answer if answer is not None and answer.modification == modification else None
+
+    def remember(self, answer: Answer) -> None:
+        self._answers.pop(answer.event_id, None)
+        self._answers[answer.event_id] = answer
+        _trim(self._answers)
+
+    def track(self, event_id: str, end: datetime) -> None:
+        self._live[event_id] = end
+        self._cancelled.pop(event_id, None)
+
+    def is_live(self, event_id: str) -> bool:
+        return event_id in self._live
+
+    def finish(self, event_id: str) -> None:
+        self._live.pop(event_id, None)
+
+    def mark_cancelled(self, event_id: str) -> bool:
+        """Record a cancellation; False when it was already recorded (``on_cancel`` was called)."""
+        self._live.pop(event_id, None)
+        if event_id in self._cancelled:
+            return False
+        self._cancelled[event_id] = None
+        _trim(self._cancelled)
+        return True
+
+    def absent(self, present: set[str], now: datetime) -> list[str]:
+        """Live events missing from a distribution listing ``present``; ended ones are let go."""
+        gone = []
+        for event_id, end in list(self._live.items()):
+            if end <= now:
+                del self._live[event_id]
+            elif event_id not in present:
+                gone.append(event_id)
+        return gone
+
+
+class Ven:
+    """The VEN: ``async with Ven(...)`` registers and polls until exit; ``run()`` is the service form.
+
+    ``telemetry`` returns the site's power in kW (``None`` when unknown); with it, the VEN offers a
+    TELEMETRY_USAGE report the VTN may request.
+    """
+
+    def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock,
+                 telemetry: Callable[[], float | None] | None = None, *, resync_every_polls: int = 6) -> None:
+        if resync_every_polls < 0:
+            raise ValueError("resync_every_polls must be >= 0 (0 disables the re-sync)")
+        self._config = config
+        self._handler = handler
+        self._clock = clock
+        self._sampler = TelemetrySampler(telemetry) if telemetry is not None else None
+        self._resync_every = resync_every_polls
+        self._client: _Client | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def ven_id(self) -> str | None:
+        """The VEN id in use: the VTN's answer once registered, else the configured one."""
+        return self._client.ven_id if self._client is not None else self._config.ven_id
+
+    @property
+    def registration_id(self) -> str | None:
+        return self._client.registration_id if self._client is not None else None
+
+    @property
+    def poll_interval(self) -> timedelta | None:
+        return self._client.poll_frequency if self._client is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._client is not None
+
+    async def start(self) -> None:
+        """Register (query, create party registration, register reports), sync events, start polling.
+
+        Raises ``AdapterUnavailable`` when the VTN cannot be reached or does not register the VEN,
+        ``ConfigError`` when the TLS files cannot be read.
+        """
+        if self._client is not None:
+            return
+        try:
+            client = _Client(self._config, self._handler, self._clock, self._sampler, self._resync_every)
+        except OSError as err:  # openleadr reads the certificate and key files here
+            raise ConfigError("ven", [("ven.cert / ven.key", f"cannot read: {err}")]) from err
+        self._client = client
+        try:
+            await client.run()
+        except BaseException as err:
+            await self._drop(client)
+            if isinstance(err, Exception):
+                raise AdapterUnavailable(f"VEN start failed against {self._config.vtn_url}: {err}",
+                                         adapter="openadr-ven") from err
+            raise
+        if self._client is not client:  # stop() was called while starting
+            return
+        if not client.registration_id or client.ven_id is None:
+            await self._drop(client)
+            raise AdapterUnavailable(f"the VTN at {self._config.vtn_url} did not register VEN "
+                                     f"{self._config.ven_name!r} (unreachable, or registration refused)",
+                                     adapter="openadr-ven")
+        logger.info("VEN %s registered with %s (registration %s), polling every %s",
+                    client.ven_id, self._config.vtn_url, client.registration_id, client.poll_frequency)
+
+    async def stop(self) -> None:
+        """Stop polling and reporting and close the HTTP session. Safe to call twice."""
+        self._stopped.set()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.stop()
+
+    async def run(self) -> None:
+        """Start (retrying with back-off on the injected clock) and serve until ``stop()`` or cancellation."""
+        self._stopped.clear()
+        delay = 1.0
+        try:
+            while not self._stopped.is_set():
+                try:
+                    await self.start()
+                except AdapterUnavailable as err:
+                    logger.warning("%s; retrying in %g s", err, delay)
+                    await self._pause(delay)
+                    delay = min(delay * 2, 300.0)
+                    continue
+                await self._stopped.wait()
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> Ven:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep on the clock, but wake at once when ``stop()`` is called."""
+        waits = [asyncio.ensure_future(self._clock.sleep(seconds)), asyncio.ensure_future(self._stopped.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _drop(self, client: _Client) -> None:
+        self._client = None
+        await client.stop()
+
+
+class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type information
+    """openleadr's client with dcflex's event path, polling and shutdown (see the module docstring)."""
+
+    client_session: aiohttp.ClientSession | None
+
+    def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock, sampler: TelemetrySampler | None,
+                 resync_every_polls: int) -> None:
+        super().__init__(
+            ven_name=config.ven_name, vtn_url=config.vtn_url, ven_id=config.ven_id,
+            cert=_path(config.cert), key=_path(config.key), ca_file=_path(config.ca_file),
+            passphrase=config.passphrase.get_secret_value() if config.passphrase else None,
+            vtn_fingerprint=config.vtn_fingerprint, show_fingerprint=False,
+            disable_signature=config.disable_signature, check_hostname=config.check_hostname,
+        )
+        self._config = config
+        self._handler = handler
+        self._clock = clock
+        self._sampler = sampler
+        self._resync_every = resync_every_polls
+        self.book = EventBook()
+        self._lock = asyncio.Lock()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._worker_task: asyncio.Task[Any] | None = None
+        self._polls = 0
+        self._closed = False
+        if sampler is not None:
+            register_telemetry_report(self, sampler, config)
+
+    # ------------------------------------------------------------------ events
+
+    async def _on_event(self, message: Mapping[str, Any], pushed: bool = True) -> None:
+        """Handle one distribution (the VTN's full list of this VEN's events).
+
+        ``pushed``: the VTN sent it on a poll and expects every answer again; ``False`` for our own
+        re-sync, where only new or modified events are answered.
+        """
+        if _response_code(message) != _OK:
+            logger.warning("ignoring an oadrDistributeEvent carrying error %s", message.get("response"))
+            return
+        events = message.get("events") or []
+        if not isinstance(events, list):
+            events = []
+        async with self._lock:
+            present = set()
+            for raw in events:
+                try:
+                    present.add(event_identity(raw)[0])
+                except ProtocolError:
+                    continue
+            for event_id in self.book.absent(present, self._clock.now()):
+                logger.warning("event %s is missing from the VTN's distribution: %s", event_id, IMPLIED_CANCEL_REASON)
+                self.book.mark_cancelled(event_id)
+                await self._cancel(event_id, IMPLIED_CANCEL_REASON)
+            answers = []
+            for raw in events:
+                answer = await self._answer(raw, pushed)
+                if answer is not None and raw.get("response_required", "always") == "always":
+                    answers.append(answer)
+            if answers:
+                await self._send_created_event(message.get("request_id"), answers)
+
+    async def _answer(self, raw: Mapping[str, Any], pushed: bool) -> Answer | None:
+        try:
+            event_id, modification = event_identity(raw)
+        except ProtocolError as err:
+            logger.error("ignoring an event that cannot be answered (no usable identity): %s", err)
+            return None
+        status = event_status(raw)
+        if status == "completed":  # the VTN has already dropped it: an answer would be refused
+            self.book.finish(event_id)
+            logger.info("event %s is completed according to the VTN", event_id)
+            return None
+        cached = self.book.cached(event_id, modification)
+        if cached is not None:
+            return cached if pushed else None
+        if status == "cancelled":
+            if self.book.mark_cancelled(event_id):
+                logger.info("event %s modification %d: %s", event_id, modification, VTN_CANCEL_REASON)
+                await self._cancel(event_id, VTN_CANCEL_REASON)
+            previous = self.book.answer(event_id)
+            answer = Answer(event_id, modification, previous.opt_type if previous else "optOut", VTN_CANCEL_REASON)
+        else:
+            answer = await self._decide(raw, event_id, modification)
+        self.book.remember(answer)
+        return answer
+
+    async def _decide(self, raw: Mapping[str, Any], event_id: str, modification: int) -> Answer:
+        code = _OK if _signals_known(raw) else _SIGNAL_NOT_SUPPORTED
+        now = self._clock.now()
+        try:
+            event = translate_event(raw, ven_key=self.ven_id or self.ven_name, received_at=now)
+        except ProtocolError as err:
+            logger.error("opting out of event %s modification %d, malformed: %s", event_id, modification, err)
+            await self._withdraw(event_id, f"modification {modification} rejected: {err}")
+            return Answer(event_id, modification, "optOut", str(err), _INVALID_DATA)
+        if event.end <= now:
+            logger.warning("event %s modification %d ended at %s (now %s): %s", event_id, modification,
+                           event.end.isoformat(), now.isoformat(), ENDED_REASON)
+            await self._withdraw(event_id, ENDED_REASON)
+            return Answer(event_id, modification, "optOut", ENDED_REASON, code)
+        self.book.track(event_id, event.end)
+        try:
+            decision = await self._handler.on_event(event)
+        except Exception as err:
+            logger.exception("the event handler failed on event %s modification %d; opting out", event_id, modification)
+            return Answer(event_id, modification, "optOut", f"handler error: {type(err).__name__}: {err}", code)
+        if not isinstance(decision, OptDecision):
+            logger.error("the event handler returned %r for event %s, not an OptDecision; opting out", decision, event_id)
+            return Answer(event_id, modification, "optOut", "handler returned no decision", code)
+        logger.info("event %s modification %d: %s %s", event_id, modification, decision.opt_type, decision.reason)
+        return Answer(event_id, modification, decision.opt_type,
+                      decision.reason or ("OK" if decision.opt_in else "opted out"), code)
+
+    async def _withdraw(self, event_id: str, reason: str) -> None:
+        """An earlier version went to the handler but this one will not: cancel the earlier plan."""
+        if self.book.is_live(event_id) and self.book.mark_cancelled(event_id):
+            await self._cancel(event_id, reason)
+
+    async def _cancel(self, event_id: str, reason: str) -> None:
+        try:
+            await self._handler.on_cancel(event_id, reason)
+        except Exception:
+            logger.exception("the event handler failed to cancel event %s (%s)", event_id, reason)
+
+    async def _send_created_event(self, request_id: object, answers: list[Answer]) -> None:
+        rid = _xml_text(str(request_id)) if request_id is not None else ""
+        responses = [{"response_code": a.code, "response_description": _xml_text(a.description),
+                      "opt_type": a.opt_type, "request_id": rid, "modification_number": a.modification,
+                      "event_id": _xml_text(a.event_id)} for a in answers]
+        message = self._create_message("oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
+                                       response={"response_code": _OK, "response_description": "OK", "request_id": rid})
+        result = await self._perform_request("EiEvent", message)
+        if isinstance(result, tuple) and len(result) == 2 and result[0] is not None and _response_code(result[1]) != _OK:
+            logger.warning("the VTN refused our oadrCreatedEvent: %s", result[1].get("response"))
+
+    # ----------------------------------------------------------------- polling
+
+    async def _poll(self) -> None:
+        if self._closed:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            self._polls += 1
+            for _ in range(MAX_MESSAGES_PER_POLL):
+                result = await self.poll()
+                if not isinstance(result, tuple) or len(result) != 2 or result[0] in (None, "oadrResponse"):
+                    break
+                await self._dispatch(result[0], result[1])
+            if self._resync_every and self._polls % self._resync_every == 0 and not self._closed:
+                await self.sync_events()
+        except Exception:
+            logger.exception("polling the VTN failed; the next poll retries")
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _dispatch(self, message_type: str, payload: dict[str, Any]) -> None:
+        """openleadr's ``_poll`` message switch, with its gaps filled."""
+        if message_type == "oadrDistributeEvent":
+            await self._on_event(payload)
+        elif message_type == "oadrUpdateReport":
+            logger.warning("the VTN sent an oadrUpdateReport; dcflex does not consume VTN reports (ignored)")
+        elif message_type == "oadrRequestReregistration":
+            logger.info("the VTN asked us to re-register")
+            await self.send_response(service="EiRegisterParty")
+            await self.create_party_reregistration()
+        elif message_type == "oadrCreateReport":
+            if "report_requests" in payload:
+                await self.create_report(payload)
+        elif message_type == "oadrRegisterReport":
+            logger.warning("the VTN offered reports; dcflex does not subscribe to VTN reports")
+            message = self._create_message("oadrRegisteredReport", report_requests=[], ven_id=self.ven_id,
+                                           response={"response_code": _OK, "response_description": "OK",
+                                                     "request_id": payload.get("request_id")})
+            await self._perform_request("EiReport", message)
+        elif message_type == "oadrCancelPartyRegistration":
+            logger.error("the VTN cancelled this VEN's registration; polling stops")
+            await self.on_cancel_party_registration(payload)
+        elif message_type == "oadrCancelReport":
+            await self.cancel_report(payload)
+        else:
+            logger.warning("no handler for %s from the VTN; ignored", message_type)
+
+    async def sync_events(self) -> None:
+        """``oadrRequestEvent``: the VTN's complete list of our events, also when it is empty."""
+        result = await self.request_event()
+        if not isinstance(result, tuple) or len(result) != 2:
+            return
+        message_type, payload = result
+        if message_type == "oadrDistributeEvent":
+            await self._on_event(payload, pushed=False)
+        elif message_type == "oadrResponse" and isinstance(payload, dict) and "response" in payload \
+                and _response_code(payload) == _OK:
+            await self._on_event({"events": [], "request_id": payload.get("request_id")}, pushed=False)
+
+    async def create_party_registration(self, *args: Any, **kwargs: Any) -> Any:
+        result = await super().create_party_registration(*args, **kwargs)
+        ours = timedelta(seconds=self._config.poll_interval_s)
+        requested = result[1].get("requested_oadr_poll_freq") if isinstance(result, tuple) else None
+        if isinstance(requested, timedelta) and requested > timedelta(0):
+            self.poll_frequency = min(requested, ours)
+        elif self.registration_id:
+            self.poll_frequency = ours
+        return result
+
+    # ----------------------------------------------------------------- reports
+
+    async def update_report(self, report_request_id: str) -> None:
+        if self._closed:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            if self._sampler is not None and self._sampler.sample() is not None:
+                await super().update_report(report_request_id)
+        except Exception:
+            logger.exception("could not build report %s", report_request_id)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _report_queue_worker(self) -> None:
+        if self._worker_task is not None and not self._worker_task.done():
+            return  # openleadr starts another one on each re-registration
+        self._worker_task = asyncio.current_task()
+        await drain_report_queue(self)
+
+    # --------------------------------------------------------------- transport
+
+    async def _ensure_client_session(self) -> None:
+        if self.client_session is not None:
+            return
+        context: ssl.SSLContext | None = None
+        if self.cert_path or self.ca_file:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = self.check_hostname
+            if self.ca_file:
+                context.load_verify_locations(self.ca_file)
+            else:
+                context.load_default_certs()
+            if self.cert_path:
+                context.load_cert_chain(self.cert_path, self.key_path, self.passphrase)
+        self.client_session = aiohttp.ClientSession(
+            headers={"content-type": "application/xml"},
+            timeout=aiohttp.ClientTimeout(total=self._config.request_timeout_s),
+            connector=aiohttp.TCPConnector(ssl=context) if context is not None else None,
+        )
+
+    async def run(self) -> None:
+        await super().run()
+        if self._closed:  # stop() came while openleadr was still starting: undo what it started since
+            await self._teardown()
+
+    async def stop(self) -> None:
+        """Let in-flight polls and reports finish (bounded by the request timeout), then tear down."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.scheduler.running:
+            self.scheduler.pause()
+        current = asyncio.current_task()
+        others = [t for t in self._inflight if t is not current and not t.done()]
+        if others:
+            await asyncio.wait(others, timeout=self._config.request_timeout_s + 1.0)
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        current = asyncio.current_task()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in {self._worker_task, self.report_queue_task}:
+            if task is not None and task is not current and not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+        if self.client_session is not None:
+            session, self.client_session = self.client_session, None
+            await session.close()
+
+
+def _path(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _response_code(payload: Mapping[str, Any]) -> int:
+    """The eiResponse code of a parsed message; 200 when it carries none."""
+    response = payload.get("response") if isinstance(payload, Mapping) else None
+    code = response.get("response_code") if isinstance(response, Mapping) else None
+    try:
+        return int(code) if code is not None else _OK
+    except (TypeError, ValueError):
+        return _INVALID_DATA
+
+
+def _signals_known(raw: Mapping[str, Any]) -> bool:
+    """openleadr's rule for the response code: every signal name is one OpenADR defines."""
+    signals = raw.get("event_signals")
+    if not isinstance(signals, list):
+        return True
+    return all(not isinstance(s, Mapping) or s.get("signal_name") in enums.SIGNAL_NAME.values for s in signals)
+
+
+def _xml_text(text: str, limit: int = 240) -> str:
+    """Text for openleadr's (non-escaping) templates: bounded, XML-legal and escaped."""
+    return escape(_NOT_XML.sub("?", text[:limit]))
+
+
+def _trim(ordered: dict[str, Any]) -> None:
+    while len(ordered) > _MEMORY:
+        del ordered[next(iter(ordered))]
