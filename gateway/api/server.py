@@ -1,0 +1,95 @@
+"""HTTP endpoints: health, status, and checkpoint acknowledgements from jobs.
+
+- ``GET /healthz``: 200 while the engine loop runs (for a load balancer or systemd watchdog).
+- ``GET /status``: current events, their state, planned and done commands, site power, target.
+- ``POST /v1/jobs/{job_id}/checkpoint-ack``: a job reports its checkpoint is written; body (JSON,
+  optional) ``{"checkpoint_path": "...", "event_id": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.acks import Ack, CheckpointAcks
+from gateway.clock import Clock
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.+:-]{1,128}$")
+_MAX_BODY = 16 * 1024
+
+StatusFn = Callable[[], dict[str, Any]]
+HealthFn = Callable[[], bool]
+
+ACKS_KEY = web.AppKey("acks", CheckpointAcks)
+
+
+def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, clock: Clock) -> web.Application:
+    app = web.Application(client_max_size=_MAX_BODY)
+    app[ACKS_KEY] = acks
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok = healthy()
+        return web.json_response({"ok": ok}, status=200 if ok else 503)
+
+    async def get_status(_: web.Request) -> web.Response:
+        return web.json_response(status())
+
+    async def checkpoint_ack(request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        if not _JOB_ID.match(job_id):
+            return _error(400, f"job id {job_id!r} is not a valid job id (letters, digits, _.+:- only)")
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            try:
+                raw = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return _error(400, "body must be JSON, e.g. {\"checkpoint_path\": \"/ckpt/step-100\"}")
+            if not isinstance(raw, dict):
+                return _error(400, "body must be a JSON object")
+            body = raw
+        path = body.get("checkpoint_path", "")
+        event_id = body.get("event_id", "")
+        if not isinstance(path, str) or not isinstance(event_id, str) or len(path) > 4096:
+            return _error(400, "checkpoint_path and event_id must be strings (path at most 4096 characters)")
+        ack = Ack(job_id=job_id, at=clock.now(), checkpoint_path=path, event_id=event_id)
+        acks.ack(ack)
+        return web.json_response({"ok": True, "job_id": job_id, "at": ack.at.isoformat()})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", get_status)
+    app.router.add_post("/v1/jobs/{job_id}/checkpoint-ack", checkpoint_ack)
+    return app
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"ok": False, "error": message}, status=status)
+
+
+class ApiServer:
+    """Runs the app on ``host:port`` as an async context manager (port 0 picks a free one)."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._runner = web.AppRunner(app, access_log=None)
+        self._host = host
+        self._port = port
+        self.port = port
+
+    async def __aenter__(self) -> ApiServer:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        for address in self._runner.addresses:  # the real port when 0 was asked for
+            self.port = int(address[1])
+            break
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"

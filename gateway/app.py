@@ -1,0 +1,134 @@
+"""The composition root: builds the gateway's parts from a configuration and runs them together.
+
+``Gateway`` is used by ``dcflex run`` (wall clock, configured scheduler) and by the demo (scaled
+clock, simulated cluster, scripted VTN); it is the only module that knows every concrete part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adapters.guarded import GuardedScheduler
+from gateway.api import ApiServer, CheckpointAcks, build_app
+from gateway.clock import Clock, SystemClock
+from gateway.config import DcflexConfig
+from gateway.engine import Engine, EngineSettings
+from gateway.exceptions import ConfigError
+from gateway.journal import Journal
+from gateway.ports import PowerMeter, SchedulerPort, Sink
+from gateway.power import PowerModel, default_curves
+from gateway.power.curves import load_curves_file
+from gateway.ven import Ven
+
+log = logging.getLogger("dcflex")
+
+
+def power_model(cfg: DcflexConfig) -> PowerModel:
+    site = cfg.site
+    curves = load_curves_file(site.curves_file) if site.curves_file else default_curves()
+    return PowerModel(
+        curves=curves,
+        gpu_idle_w=site.gpu_idle_w,
+        node_base_w=site.node_base_w,
+        overhead=site.overhead,
+        min_cap_w=site.min_cap_w,
+        max_cap_w=site.max_cap_w,
+    )
+
+
+@dataclass
+class Parts:
+    scheduler: SchedulerPort
+    meter: PowerMeter
+
+
+def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel) -> Parts:
+    """The configured scheduler adapter (and the power meter that goes with it)."""
+    kind = cfg.scheduler.kind
+    if kind == "simulated":
+        from simulators import SimulatedCluster, demo_arrivals, mix_for
+
+        sim = cfg.scheduler.simulated
+        cluster = SimulatedCluster(
+            clock, model, cfg.site.nodes, cfg.site.gpus_per_node,
+            mix_for(sim.workload_mix, sim.seed, cfg.site.nodes, cfg.site.gpus_per_node),
+            seed=sim.seed, noise_kw=sim.noise_kw,
+            arrivals=demo_arrivals() if sim.workload_mix == "demo" else None,
+        )
+        return Parts(scheduler=cluster, meter=cluster)
+    raise ConfigError(
+        "scheduler.kind",
+        [("scheduler.kind", f"the {kind!r} adapter is not available in this version; use 'simulated'")],
+    )
+
+
+class Gateway:
+    """VEN + engine + HTTP API around one scheduler, journal and clock."""
+
+    def __init__(
+        self,
+        cfg: DcflexConfig,
+        *,
+        scheduler: SchedulerPort,
+        meter: PowerMeter,
+        clock: Clock,
+        model: PowerModel | None = None,
+        sinks: Sequence[Sink] = (),
+        dry_run: bool | None = None,
+        sample_interval_s: float = 60.0,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.journal = Journal(cfg.journal.path)
+        guarded = GuardedScheduler(
+            scheduler, timeout_s=cfg.scheduler.command_timeout_s, retries=cfg.scheduler.retries
+        )
+        settings = EngineSettings.from_config(cfg, sample_interval_s=sample_interval_s)
+        if dry_run is not None:
+            settings = EngineSettings.from_config(cfg, sample_interval_s=sample_interval_s, dry_run=dry_run)
+        self.engine = Engine(
+            scheduler=guarded, meter=meter, journal=self.journal, clock=clock,
+            settings=settings, model=model or power_model(cfg), sinks=sinks,
+        )
+        self.acks = CheckpointAcks()
+        self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw)
+        self.api: ApiServer | None = None
+
+    def _site_kw(self) -> float | None:
+        latest = self.engine.history.latest
+        return latest[1] if latest else None
+
+    async def serve(self) -> None:
+        """Run until cancelled: engine first (it resumes the journal), then the API and the VEN."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                engine_task = tg.create_task(self.engine.run())
+                await self.engine.wait_started()
+                if self.cfg.api.enabled:
+                    app = build_app(
+                        status=self.engine.status, healthy=lambda: not engine_task.done(), acks=self.acks, clock=self.clock
+                    )
+                    self.api = ApiServer(app, self.cfg.api.host, self.cfg.api.port)
+                    await self.api.__aenter__()
+                    log.info("HTTP API on %s", self.api.url)
+                tg.create_task(self.ven.run())
+        finally:
+            await self.ven.stop()
+            if self.api is not None:
+                await self.api.__aexit__(None, None, None)
+            self.journal.close()
+
+
+async def run_gateway(cfg: DcflexConfig, *, dry_run: bool = False) -> None:
+    """``dcflex run``: the long-running gateway on the wall clock."""
+    clock = SystemClock()
+    model = power_model(cfg)
+    parts = build_scheduler(cfg, clock, model)
+    gateway = Gateway(
+        cfg, scheduler=parts.scheduler, meter=parts.meter, clock=clock, model=model,
+        dry_run=dry_run or cfg.scheduler.dry_run,
+    )
+    await gateway.serve()

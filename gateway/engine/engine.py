@@ -1,0 +1,499 @@
+"""The engine: each event's life, from delivery to the last restored job.
+
+It answers the VEN (opt in or out, from the policy), plans through the pure planner, sends the
+plan's commands through the scheduler port when they fall due, watches the measured power and
+re-plans when it drifts or a target changes, and restores everything the event changed when it
+ends or is cancelled. Every transition is journaled before it is acted on; ``run()`` starts by
+picking up whatever the journal says is unfinished, so a restarted gateway carries on.
+
+Overlapping events merge: while several are active, the strictest target in force wins; when one
+ends while another is still active, its commands are handed to the other instead of being undone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from gateway.clock import Clock
+from gateway.domain import (
+    Action,
+    ActionKind,
+    ClusterSnapshot,
+    Directive,
+    EventState,
+    GridEvent,
+    Notice,
+    OptDecision,
+    Plan,
+    Tier,
+)
+from gateway.engine.executor import Executor
+from gateway.engine.restore import Undo, build_restore
+from gateway.engine.settings import EngineSettings
+from gateway.exceptions import AdapterError, DcflexError
+from gateway.journal import Journal
+from gateway.planner import PlannerPolicy, plan
+from gateway.policy import SiteContext, map_event
+from gateway.ports import PowerMeter, SchedulerPort, Sink
+from gateway.power import PowerModel
+from gateway.power.history import PowerHistory
+
+log = logging.getLogger("dcflex.engine")
+
+_ACTIVE = (EventState.RAMPING, EventState.HOLDING)
+_WAITING = (EventState.RECEIVED, EventState.PLANNED, EventState.NOTICED)
+
+
+@dataclass
+class Run:
+    """The in-memory side of one event the gateway opted in to."""
+
+    directive: Directive
+    state: EventState
+    pending: list[Action] = field(default_factory=list)
+    undos: list[Undo] = field(default_factory=list)
+    needs_plan: bool = False
+    cancelled: bool = False
+    reached_at: datetime | None = None
+    next_check: datetime | None = None
+    last_target: float | None = None
+    shortfall_kw: float = 0.0
+    first_plan: Plan | None = None  # made on acceptance; reused when the ramp starts right away
+
+    @property
+    def event_id(self) -> str:
+        return self.directive.event_id
+
+
+class Engine:
+    """Implements ``EventHandler`` for the VEN; ``run()`` is its long-running loop."""
+
+    def __init__(
+        self,
+        *,
+        scheduler: SchedulerPort,
+        meter: PowerMeter,
+        journal: Journal,
+        clock: Clock,
+        settings: EngineSettings,
+        model: PowerModel | None = None,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        self.scheduler = scheduler
+        self.meter = meter
+        self.journal = journal
+        self.clock = clock
+        self.settings = settings
+        site = settings.site
+        self.model = model or PowerModel(
+            gpu_idle_w=site.gpu_idle_w,
+            node_base_w=site.node_base_w,
+            overhead=site.overhead,
+            min_cap_w=site.min_cap_w,
+            max_cap_w=site.max_cap_w,
+        )
+        self.planner_policy = PlannerPolicy(
+            model=self.model,
+            ramp_rate_kw_per_min=site.ramp_rate_kw_per_min,
+            tolerance_kw=settings.policy.tolerance_kw,
+            min_cap_w=site.min_cap_w,
+            max_cap_w=site.max_cap_w,
+        )
+        self.sinks = list(sinks)
+        self.history = PowerHistory()
+        self.runs: dict[str, Run] = {}
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._last_snapshot: ClusterSnapshot | None = None
+        self._executor = Executor(
+            scheduler, journal, clock, self._emit, dry_run=settings.dry_run, concurrency=settings.max_concurrency
+        )
+        self._started = asyncio.Event()
+
+    # ---------------------------------------------------------------- outputs
+    async def _emit(self, kind: str, event_id: str, payload: Mapping[str, object]) -> None:
+        """Journal a record, then hand it to every sink; a failing sink never stops the engine."""
+        body = {"at": self.clock.now().isoformat(), "event_id": event_id, **payload}
+        if kind != "power":
+            self.journal.log(event_id, kind, self.clock.now(), dict(payload))
+        for sink in self.sinks:
+            try:
+                await sink.emit(kind, body)
+            except Exception:  # a sink's failure is its own problem; it must never stop an event
+                log.exception("sink %r failed on a %s record", sink, kind)
+
+    async def _alert(self, event_id: str, code: str, message: str, severity: str = "warning", **facts: object) -> None:
+        log.warning("%s: %s", code, message)
+        await self._emit("alert", event_id, {"severity": severity, "code": code, "message": message, **facts})
+
+    async def _transition(self, run: Run, state: EventState, detail: str = "") -> None:
+        self.journal.set_state(run.event_id, state, self.clock.now(), detail)
+        run.state = state
+        await self._emit("state", run.event_id, {"state": state.value, "detail": detail})
+        self._wake.set()
+
+    # ---------------------------------------------------------------- the VEN's side
+    async def on_event(self, event: GridEvent) -> OptDecision:
+        """Answer one delivery of an event (new, modified, or a duplicate)."""
+        async with self._lock:
+            now = self.clock.now()
+            self.journal.record_delivery(event.event_id, event.modification, now, dict(event.raw))
+            known = self.journal.event(event.event_id)
+            if known is not None and (event.modification <= known.modification or known.state.terminal):
+                what = "duplicate delivery" if event.modification == known.modification else "stale or late modification"
+                log.info("event %s mod %d: %s, answered as before", event.event_id, event.modification, what)
+                return OptDecision(known.opt_in, known.reason)
+            try:
+                snapshot = await self.scheduler.snapshot()
+                self._last_snapshot = snapshot
+            except AdapterError as exc:
+                snapshot = self._last_snapshot  # type: ignore[assignment]
+                if snapshot is None:
+                    reason = f"cannot read the cluster to plan: {exc}"
+                    await self._record_opt_out(event, reason, now)
+                    return OptDecision(False, reason)
+            mapping = map_event(event, self._context(snapshot, now), self.settings.site, self.settings.policy, now)
+            if not mapping.decision.opt_in or mapping.directive is None:
+                await self._record_opt_out(event, mapping.decision.reason, now)
+                return mapping.decision
+            await self._accept(event, mapping.directive, mapping.decision, snapshot, now, modified=known is not None)
+            return mapping.decision
+
+    async def _record_opt_out(self, event: GridEvent, reason: str, now: datetime) -> None:
+        log.warning("opting out of event %s (mod %d): %s", event.event_id, event.modification, reason)
+        run = self.runs.get(event.event_id)
+        self.journal.save_event(
+            event.event_id, event.modification, EventState.OPTED_OUT if run is None else EventState.RESTORING,
+            opt_in=False, reason=reason, directive=run.directive if run else None, at=now, detail=reason,
+        )
+        await self._emit("opt", event.event_id, {"opt": "optOut", "reason": reason, "modification": event.modification})
+        if run is not None:  # a modification we cannot follow: undo what the earlier version did
+            run.cancelled = True
+            await self._start_restore(run, now, f"opted out of modification {event.modification}")
+
+    async def _accept(
+        self, event: GridEvent, directive: Directive, decision: OptDecision, snapshot: ClusterSnapshot,
+        now: datetime, *, modified: bool,
+    ) -> None:
+        self.journal.save_event(
+            event.event_id, event.modification, EventState.PLANNED, opt_in=True, reason=decision.reason,
+            directive=directive, at=now, detail=directive.reason,
+        )
+        await self._emit(
+            "opt", event.event_id,
+            {"opt": "optIn", "reason": decision.reason, "modification": event.modification, "directive": directive.reason},
+        )
+        first = plan(directive, snapshot, self.planner_policy, now)
+        await self._emit("plan", event.event_id, _plan_facts(first))
+        old = self.runs.get(event.event_id)
+        run = Run(directive=directive, state=EventState.PLANNED, first_plan=first)
+        if old is not None and old.state in _ACTIVE:
+            run.state = old.state
+            run.needs_plan = True
+            run.reached_at = old.reached_at
+            self.journal.set_state(event.event_id, old.state, now, f"re-plan for modification {event.modification}")
+        self.runs[event.event_id] = run
+        drop = max(0.0, directive.baseline_kw - first.expected_kw)
+        notice = Notice(
+            notice_id=f"{event.event_id}/{event.modification}", created_at=now, drop_at=directive.ramp_start,
+            drop_kw=drop, reason=f"demand-response event {event.event_id}: {directive.reason}", event_id=event.event_id,
+        )
+        await self._emit("notice", event.event_id, {
+            "notice_id": notice.notice_id, "drop_at": notice.drop_at.isoformat(), "drop_kw": round(drop, 3),
+            "reason": notice.reason, "exact": True, "modified": modified,
+        })
+        if run.state is EventState.PLANNED:
+            await self._transition(run, EventState.NOTICED, f"notice: -{drop:.0f} kW at {directive.ramp_start.isoformat()}")
+        self._wake.set()
+
+    async def on_cancel(self, event_id: str, reason: str) -> None:
+        async with self._lock:
+            now = self.clock.now()
+            known = self.journal.event(event_id)
+            self.journal.log(event_id, "cancel", now, {"reason": reason})
+            if known is None or known.state.terminal:
+                log.info("cancellation of %s (%s): nothing to do", event_id, reason)
+                return
+            run = self.runs.get(event_id)
+            if run is None or run.state in _WAITING:
+                self.journal.set_state(event_id, EventState.CANCELLED, now, reason)
+                self.runs.pop(event_id, None)
+                await self._emit("state", event_id, {"state": EventState.CANCELLED.value, "detail": reason})
+                return
+            run.cancelled = True
+            if run.state in _ACTIVE:
+                await self._start_restore(run, now, f"cancelled: {reason}")
+
+    # ---------------------------------------------------------------- the site
+    def _context(self, snapshot: ClusterSnapshot, now: datetime) -> SiteContext:
+        base = self.history.baseline(now, self.settings.site.baseline_minutes)
+        modelled = self.model.site_kw(snapshot)
+        flexible = sum(self.model.job_kw(j) for j in snapshot.jobs if j.tier is not Tier.CRITICAL)
+        baseline = base.kw if base else (snapshot.site_kw if snapshot.site_kw is not None else modelled)
+        return SiteContext(baseline_kw=baseline, flexible_kw=flexible, floor_kw=max(0.0, baseline - flexible))
+
+    def effective_target(self, at: datetime) -> float | None:
+        """The strictest target in force at ``at`` among active events (None: no target)."""
+        targets = [t for r in self.runs.values() if r.state in _ACTIVE if (t := r.directive.target_at(at)) is not None]
+        return min(targets) if targets else None
+
+    # ---------------------------------------------------------------- the loop
+    async def run(self) -> None:
+        """Resume unfinished events from the journal, then sample and control until cancelled."""
+        await self._resume()
+        self._started.set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._sample_loop())
+            tg.create_task(self._control_loop())
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    async def _resume(self) -> None:
+        now = self.clock.now()
+        for rec in self.journal.events(active_only=True):
+            if rec.directive is None:
+                self.journal.set_state(rec.event_id, EventState.FAILED, now, "no directive in the journal")
+                continue
+            run = Run(directive=rec.directive, state=rec.state)
+            run.cancelled = any(k == "cancel" for _, _, k, _ in self.journal.log_entries(rec.event_id))
+            self.runs[rec.event_id] = run
+            self.journal.log(rec.event_id, "resumed", now, {"state": rec.state.value})
+            await self._emit("resumed", rec.event_id, {"state": rec.state.value})
+            if rec.state is EventState.RESTORING:
+                run.undos = self._restore_for(run, now)
+            elif rec.state in _ACTIVE:
+                run.needs_plan = True
+
+    async def _sample_loop(self) -> None:
+        failing = False
+        while True:
+            now = self.clock.now()
+            try:
+                kw = await self.meter.read_kw()
+            except DcflexError as exc:
+                if not failing:
+                    await self._alert("", "meter_unavailable", f"cannot read site power: {exc}")
+                failing = True
+            else:
+                failing = False
+                self.history.add(now, kw)
+                target = self.effective_target(now)
+                for run in self.runs.values():
+                    if run.state in _ACTIVE and run.reached_at is None and target is not None:
+                        if kw <= target + self.settings.policy.tolerance_kw:
+                            run.reached_at = now
+                            ttt = (now - run.directive.ramp_start).total_seconds()
+                            facts = {"kw": kw, "target_kw": target, "time_to_target_s": ttt}
+                            await self._emit("target_reached", run.event_id, facts)
+                await self._emit("power", "", {"kw": kw, "target_kw": target})
+            await self.clock.sleep(self.settings.sample_interval_s)
+
+    async def _control_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            async with self._lock:
+                await self._step(self.clock.now())
+                wake_at = self._next_wake(self.clock.now())
+            delay = (wake_at - self.clock.now()).total_seconds()
+            if delay > 0:
+                sleeper = asyncio.create_task(self.clock.sleep(delay))
+                waker = asyncio.create_task(self._wake.wait())
+                try:
+                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waker.cancel()
+                    # gather (not a suppressed await) so a cancellation of this loop is never swallowed
+                    await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    def _next_wake(self, now: datetime) -> datetime:
+        times = [now + timedelta(seconds=self.settings.policy.replan_interval_s)]
+        for run in self.runs.values():
+            d = run.directive
+            times += [a.at for a in run.pending] + [u.action.at for u in run.undos]
+            if run.state in _WAITING:
+                times.append(d.ramp_start)
+            if run.state in _ACTIVE:
+                times += [d.end, d.target_by] + [s.start for s in d.segments if s.start > now]
+                if run.next_check:
+                    times.append(run.next_check)
+        future = [t for t in times if t > now]
+        return min(future) if future else now + timedelta(seconds=1)
+
+    async def _step(self, now: datetime) -> None:
+        for run in list(self.runs.values()):
+            await self._advance(run, now)
+        await self._send_due(now)
+        for run in list(self.runs.values()):
+            if run.state is EventState.RESTORING and not run.undos and not self.journal.outstanding(run.event_id):
+                final = EventState.CANCELLED if run.cancelled else EventState.COMPLETED
+                await self._transition(run, final, "every command undone")
+                del self.runs[run.event_id]
+
+    async def _advance(self, run: Run, now: datetime) -> None:
+        d = run.directive
+        if run.state in _WAITING and now >= d.ramp_start:
+            goal = f"{d.strictest_kw:.1f} kW" if d.strictest_kw is not None else "the price signal"
+            await self._transition(run, EventState.RAMPING, f"ramp to {goal} by {d.target_by.isoformat()}")
+            run.needs_plan = True
+        if run.state in _ACTIVE and now >= d.end:
+            await self._finish(run, now)
+            return
+        if run.state not in _ACTIVE:
+            return
+        target = d.target_at(now)
+        if target != run.last_target:
+            run.last_target = target
+            run.needs_plan = True
+        if run.next_check is None or now >= run.next_check:
+            run.next_check = now + timedelta(seconds=self.settings.policy.replan_interval_s)
+            await self._check_drift(run, now)
+        if run.needs_plan:
+            fresh = run.first_plan is not None and (now - run.first_plan.created_at).total_seconds() < 1.0
+            await self._replan(run, now, reuse=run.first_plan if fresh else None)
+            run.first_plan = None
+        if run.state is EventState.RAMPING and not run.pending and now >= d.target_by:
+            await self._transition(run, EventState.HOLDING, "every planned command sent")
+
+    async def _check_drift(self, run: Run, now: datetime) -> None:
+        if run.pending or run.needs_plan:
+            return
+        latest = self.history.latest
+        target = self.effective_target(now)
+        if latest is None or target is None:
+            return
+        kw = latest[1]
+        drift = self.settings.policy.replan_drift_kw
+        if kw > target + drift:
+            self.journal.log(run.event_id, "drift", now, {"kw": kw, "target_kw": target})
+            run.needs_plan = True
+        elif kw < target - drift and run.state is EventState.HOLDING:
+            await self._relax(run, now, target - kw)
+
+    async def _replan(self, run: Run, now: datetime, reuse: Plan | None = None) -> None:
+        """Plan from a fresh snapshot (or reuse the acceptance plan when it is under a second old)."""
+        if reuse is None:
+            try:
+                snapshot = await self.scheduler.snapshot()
+            except AdapterError as exc:
+                await self._alert(run.event_id, "snapshot_failed", f"cannot read the cluster to re-plan: {exc}", "error")
+                return  # needs_plan stays set: the next step tries again
+            self._last_snapshot = snapshot
+        run.needs_plan = False
+        p = reuse or plan(run.directive, snapshot, self.planner_policy, now)
+        fresh: list[Action] = []
+        for a in p.shed:
+            rec = self.journal.action(a.key)
+            if rec is None or rec.state == "undone" or (
+                rec.state == "failed" and rec.attempts < self.settings.max_shed_attempts
+            ):
+                fresh.append(a)
+        run.pending = sorted(fresh, key=lambda a: (a.at, a.key))
+        if p.shortfall is not None and abs(p.shortfall.kw - run.shortfall_kw) > self.settings.policy.tolerance_kw:
+            await self._alert(run.event_id, "shortfall", f"target out of reach by {p.shortfall.kw:.0f} kW: {p.shortfall.reason}")
+        run.shortfall_kw = p.shortfall.kw if p.shortfall else 0.0
+        await self._emit("plan", run.event_id, {**_plan_facts(p), "new_commands": len(fresh)})
+
+    async def _relax(self, run: Run, now: datetime, slack_kw: float) -> None:
+        """Give back caps/pauses (newest first) when the site is well below target (jobs ended)."""
+        budget = slack_kw - self.settings.policy.tolerance_kw
+        chosen = []
+        for rec in reversed(self.journal.outstanding(run.event_id)):
+            if rec.action.kind in (ActionKind.CAP, ActionKind.PAUSE) and -rec.action.delta_kw <= budget:
+                budget += rec.action.delta_kw
+                chosen.append(rec)
+        if chosen:
+            self.journal.log(run.event_id, "relax", now, {"slack_kw": slack_kw, "undo": [r.action.key for r in chosen]})
+            run.undos += build_restore(
+                run.event_id, chosen, now, self.settings.site.ramp_rate_kw_per_min, generation=int(now.timestamp())
+            )
+
+    def _restore_for(self, run: Run, now: datetime) -> list[Undo]:
+        outstanding = self.journal.outstanding(run.event_id)
+        return build_restore(run.event_id, outstanding, now, self.settings.site.ramp_rate_kw_per_min)
+
+    async def _start_restore(self, run: Run, now: datetime, detail: str) -> None:
+        run.pending = []
+        run.undos = self._restore_for(run, now)
+        await self._transition(run, EventState.RESTORING, f"{detail}; {len(run.undos)} command(s) to undo")
+
+    async def _finish(self, run: Run, now: datetime) -> None:
+        heirs = [r for r in self.runs.values() if r is not run and r.state in _ACTIVE and r.directive.end > now]
+        if heirs:
+            heir = min(heirs, key=lambda r: (r.directive.strictest_kw or float("inf"), r.event_id))
+            moved = self.journal.transfer(run.event_id, heir.event_id)
+            run.pending = []
+            heir.needs_plan = True
+            await self._transition(run, EventState.COMPLETED, f"ended; {moved} command(s) handed to {heir.event_id}")
+            self.runs.pop(run.event_id, None)
+            return
+        await self._start_restore(run, now, "event ended")
+
+    async def _send_due(self, now: datetime) -> None:
+        for run in list(self.runs.values()):
+            due = [a for a in run.pending if a.at <= now]
+            if due:
+                run.pending = [a for a in run.pending if a.at > now]
+                await self._executor.run_all(run.event_id, due, {})
+            due_undos = [u for u in run.undos if u.action.at <= now]
+            if due_undos:
+                run.undos = [u for u in run.undos if u.action.at > now]
+                outcomes = await self._executor.run_all(
+                    run.event_id, [u.action for u in due_undos], {u.action.key: u.covers for u in due_undos}
+                )
+                retry_at = now + timedelta(seconds=self.settings.restore_retry_s)
+                for undo, outcome in zip(due_undos, outcomes, strict=True):
+                    if not outcome.ok:  # an undo is retried until it succeeds
+                        run.undos.append(Undo(action=replace(undo.action, at=retry_at), covers=undo.covers))
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> dict[str, object]:
+        now = self.clock.now()
+        latest = self.history.latest
+        events = []
+        for rec in self.journal.events():
+            actions = self.journal.actions(rec.event_id)
+            run = self.runs.get(rec.event_id)
+            d = rec.directive
+            events.append({
+                "event_id": rec.event_id,
+                "modification": rec.modification,
+                "state": rec.state.value,
+                "opt_in": rec.opt_in,
+                "reason": rec.reason,
+                "baseline_kw": d.baseline_kw if d else None,
+                "target_kw": d.strictest_kw if d else None,
+                "start": d.start.isoformat() if d else None,
+                "end": d.end.isoformat() if d else None,
+                "planned_actions": [a.key for a in run.pending] if run else [],
+                "done_actions": [r.action.key for r in actions if r.state == "done"],
+                "failed_actions": [r.action.key for r in actions if r.state == "failed"],
+                "shortfall_kw": run.shortfall_kw if run else None,
+            })
+        return {
+            "now": now.isoformat(),
+            "site_kw": latest[1] if latest else None,
+            "target_kw": self.effective_target(now),
+            "dry_run": self.settings.dry_run,
+            "events": events,
+        }
+
+
+def _plan_facts(p: Plan) -> dict[str, object]:
+    return {
+        "modification": p.modification,
+        "baseline_kw": round(p.baseline_kw, 3),
+        "target_kw": round(p.target_kw, 3) if p.target_kw is not None else None,
+        "expected_kw": round(p.expected_kw, 3),
+        "shed_actions": len(p.shed),
+        "restore_actions": len(p.restore),
+        "shortfall_kw": p.shortfall.kw if p.shortfall else 0.0,
+        "shortfall_reason": p.shortfall.reason if p.shortfall else "",
+        "by_kind": {k.value: sum(1 for a in p.shed if a.kind is k) for k in ActionKind if k.sheds},
+        "notes": list(p.notes),
+    }
