@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dcflex demo
+	$(BIN)/dcflex demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	scripts/services.sh up
