@@ -120,7 +120,8 @@ class SimulatedCluster:
             lines = [f"sim: {verb} nodes {','.join(mine)} (dcflex hold)"] if mine else []
             return lines + [f"sim: leave node {n} alone: drained by someone else" for n in action.nodes if n in self._core.other]
         text = {
-            ActionKind.UNCAP: "remove the power cap of job {}",
+            ActionKind.UNCAP: "remove the power cap of job {}" + (
+                f" (back to its earlier {action.watts:.0f} W)" if action.watts is not None else ""),
             ActionKind.PAUSE: "suspend job {}",
             ActionKind.RESUME: "resume job {}",
             ActionKind.CHECKPOINT_STOP: "checkpoint job {}, then stop and requeue it held",
@@ -221,9 +222,12 @@ class SimulatedCluster:
             self._need(a, j, _LIVE)
             changed, j.cap = j.cap != watts, watts
             return changed, on_nodes, watts
-        if a.kind is ActionKind.UNCAP:
-            changed, j.cap = j.cap is not None, None  # a finished or stopped job has no cap left: no-op
-            return changed, on_nodes, None
+        if a.kind is ActionKind.UNCAP:  # back to the limit it had before (watts), or none
+            prior = self._clamp(a.watts) if a.watts is not None else None
+            if j.cap is None and prior is None:
+                return False, on_nodes, None  # a finished or stopped job has no cap left: no-op
+            changed, j.cap = j.cap != prior, prior
+            return changed, on_nodes, prior
         if a.kind in (ActionKind.PAUSE, ActionKind.RESUME):
             frm, to = (JobState.RUNNING, JobState.SUSPENDED)
             if a.kind is ActionKind.RESUME:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.clock import Clock
@@ -33,7 +33,9 @@ from gateway.domain import (
 )
 from gateway.engine.executor import Executor
 from gateway.engine.restore import Undo, build_restore
+from gateway.engine.run import Run
 from gateway.engine.settings import EngineSettings
+from gateway.engine.status import plan_facts, status_of
 from gateway.exceptions import AdapterError, DcflexError
 from gateway.journal import Journal
 from gateway.planner import PlannerPolicy, plan
@@ -46,27 +48,6 @@ log = logging.getLogger("dcflex.engine")
 
 _ACTIVE = (EventState.RAMPING, EventState.HOLDING)
 _WAITING = (EventState.RECEIVED, EventState.PLANNED, EventState.NOTICED)
-
-
-@dataclass
-class Run:
-    """The in-memory side of one event the gateway opted in to."""
-
-    directive: Directive
-    state: EventState
-    pending: list[Action] = field(default_factory=list)
-    undos: list[Undo] = field(default_factory=list)
-    needs_plan: bool = False
-    cancelled: bool = False
-    reached_at: datetime | None = None
-    next_check: datetime | None = None
-    last_target: float | None = None
-    shortfall_kw: float = 0.0
-    first_plan: Plan | None = None  # made on acceptance; reused when the ramp starts right away
-
-    @property
-    def event_id(self) -> str:
-        return self.directive.event_id
 
 
 class Engine:
@@ -188,7 +169,7 @@ class Engine:
             {"opt": "optIn", "reason": decision.reason, "modification": event.modification, "directive": directive.reason},
         )
         first = plan(directive, snapshot, self.planner_policy, now)
-        await self._emit("plan", event.event_id, _plan_facts(first))
+        await self._emit("plan", event.event_id, plan_facts(first))
         old = self.runs.get(event.event_id)
         run = Run(directive=directive, state=EventState.PLANNED, first_plan=first)
         if old is not None and old.state in _ACTIVE:
@@ -386,6 +367,9 @@ class Engine:
             self._last_snapshot = snapshot
         run.needs_plan = False
         p = reuse or plan(run.directive, snapshot, self.planner_policy, now)
+        self.journal.remember_prior_caps(
+            run.event_id, {a.job_id: a.watts for a in p.restore if a.kind is ActionKind.UNCAP and a.watts is not None}
+        )
         fresh: list[Action] = []
         for a in p.shed:
             rec = self.journal.action(a.key)
@@ -397,7 +381,7 @@ class Engine:
         if p.shortfall is not None and abs(p.shortfall.kw - run.shortfall_kw) > self.settings.policy.tolerance_kw:
             await self._alert(run.event_id, "shortfall", f"target out of reach by {p.shortfall.kw:.0f} kW: {p.shortfall.reason}")
         run.shortfall_kw = p.shortfall.kw if p.shortfall else 0.0
-        await self._emit("plan", run.event_id, {**_plan_facts(p), "new_commands": len(fresh)})
+        await self._emit("plan", run.event_id, {**plan_facts(p), "new_commands": len(fresh)})
 
     async def _relax(self, run: Run, now: datetime, slack_kw: float) -> None:
         """Give back caps/pauses (newest first) when the site is well below target (jobs ended)."""
@@ -410,12 +394,16 @@ class Engine:
         if chosen:
             self.journal.log(run.event_id, "relax", now, {"slack_kw": slack_kw, "undo": [r.action.key for r in chosen]})
             run.undos += build_restore(
-                run.event_id, chosen, now, self.settings.site.ramp_rate_kw_per_min, generation=int(now.timestamp())
+                run.event_id, chosen, now, self.settings.site.ramp_rate_kw_per_min, generation=int(now.timestamp()),
+                prior_caps=self.journal.prior_caps(run.event_id),
             )
 
     def _restore_for(self, run: Run, now: datetime) -> list[Undo]:
         outstanding = self.journal.outstanding(run.event_id)
-        return build_restore(run.event_id, outstanding, now, self.settings.site.ramp_rate_kw_per_min)
+        return build_restore(
+            run.event_id, outstanding, now, self.settings.site.ramp_rate_kw_per_min,
+            prior_caps=self.journal.prior_caps(run.event_id),
+        )
 
     async def _start_restore(self, run: Run, now: datetime, detail: str) -> None:
         run.pending = []
@@ -451,49 +439,6 @@ class Engine:
                     if not outcome.ok:  # an undo is retried until it succeeds
                         run.undos.append(Undo(action=replace(undo.action, at=retry_at), covers=undo.covers))
 
-    # ---------------------------------------------------------------- status
     def status(self) -> dict[str, object]:
-        now = self.clock.now()
-        latest = self.history.latest
-        events = []
-        for rec in self.journal.events():
-            actions = self.journal.actions(rec.event_id)
-            run = self.runs.get(rec.event_id)
-            d = rec.directive
-            events.append({
-                "event_id": rec.event_id,
-                "modification": rec.modification,
-                "state": rec.state.value,
-                "opt_in": rec.opt_in,
-                "reason": rec.reason,
-                "baseline_kw": d.baseline_kw if d else None,
-                "target_kw": d.strictest_kw if d else None,
-                "start": d.start.isoformat() if d else None,
-                "end": d.end.isoformat() if d else None,
-                "planned_actions": [a.key for a in run.pending] if run else [],
-                "done_actions": [r.action.key for r in actions if r.state == "done"],
-                "failed_actions": [r.action.key for r in actions if r.state == "failed"],
-                "shortfall_kw": run.shortfall_kw if run else None,
-            })
-        return {
-            "now": now.isoformat(),
-            "site_kw": latest[1] if latest else None,
-            "target_kw": self.effective_target(now),
-            "dry_run": self.settings.dry_run,
-            "events": events,
-        }
-
-
-def _plan_facts(p: Plan) -> dict[str, object]:
-    return {
-        "modification": p.modification,
-        "baseline_kw": round(p.baseline_kw, 3),
-        "target_kw": round(p.target_kw, 3) if p.target_kw is not None else None,
-        "expected_kw": round(p.expected_kw, 3),
-        "shed_actions": len(p.shed),
-        "restore_actions": len(p.restore),
-        "shortfall_kw": p.shortfall.kw if p.shortfall else 0.0,
-        "shortfall_reason": p.shortfall.reason if p.shortfall else "",
-        "by_kind": {k.value: sum(1 for a in p.shed if a.kind is k) for k in ActionKind if k.sheds},
-        "notes": list(p.notes),
-    }
+        """What ``GET /status`` shows: every journaled event, its commands, site power and target."""
+        return status_of(self)

@@ -11,7 +11,7 @@ so the site returns without a step and without a rebound above its baseline.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,12 +30,19 @@ class Undo:
 
 
 def build_restore(
-    owner: str, outstanding: Sequence[ActionRecord], start: datetime, ramp_kw_per_min: float, generation: int = 0
+    owner: str,
+    outstanding: Sequence[ActionRecord],
+    start: datetime,
+    ramp_kw_per_min: float,
+    generation: int = 0,
+    prior_caps: Mapping[str, float] | None = None,
 ) -> list[Undo]:
     """One undo per (job, lever) for ``owner``'s outstanding commands, timed from ``start``.
 
-    ``generation`` makes the keys unique when a job is shed, restored and shed again within one
-    event (a relaxed and re-tightened plan): each restore batch gets its own keys.
+    ``prior_caps`` are limits jobs had before the event (set by someone else): lifting the event's
+    cap puts that limit back instead of removing every limit. ``generation`` makes the keys unique
+    when a job is shed, restored and shed again within one event (a relaxed and re-tightened plan):
+    each restore batch gets its own keys.
     """
     groups: dict[tuple[ActionKind, str], list[Action]] = defaultdict(list)
     for rec in outstanding:
@@ -61,6 +68,7 @@ def build_restore(
             at=at,
             job_id=first.job_id,
             nodes=nodes,
+            watts=(prior_caps or {}).get(first.job_id) if kind is ActionKind.UNCAP else None,
             delta_kw=max(0.0, delta),
             tier=first.tier,
             reason=f"undo {', '.join(s.kind.value for s in sheds)} at the end of {owner}",

@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS actions (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS actions_owner ON actions(owner);
+CREATE TABLE IF NOT EXISTS prior_caps (
+    owner TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    watts REAL NOT NULL,
+    PRIMARY KEY (owner, job_id)
+);
 CREATE TABLE IF NOT EXISTS log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -275,7 +281,22 @@ class Journal:
         """Hand ``from_owner``'s commands to ``to_owner`` (merged overlapping events)."""
         with self._tx() as db:
             cur = db.execute("UPDATE actions SET owner=? WHERE owner=?", (to_owner, from_owner))
+            db.execute("UPDATE OR IGNORE prior_caps SET owner=? WHERE owner=?", (to_owner, from_owner))
             return cur.rowcount
+
+    def remember_prior_caps(self, owner: str, caps: dict[str, float]) -> None:
+        """Keep each job's power cap from before ``owner`` first touched it (first write wins), so
+        the restore puts back a limit someone else set instead of removing it."""
+        if caps:
+            with self._tx() as db:
+                db.executemany(
+                    "INSERT OR IGNORE INTO prior_caps(owner, job_id, watts) VALUES (?,?,?)",
+                    [(owner, job, w) for job, w in caps.items()],
+                )
+
+    def prior_caps(self, owner: str) -> dict[str, float]:
+        rows = self._db.execute("SELECT job_id, watts FROM prior_caps WHERE owner=?", (owner,)).fetchall()
+        return {str(r[0]): float(r[1]) for r in rows}
 
     # log ------------------------------------------------------------------------------------
     def log(self, event_id: str, kind: str, at: datetime, body: dict[str, Any]) -> None:

@@ -175,3 +175,21 @@ async def test_restart_mid_event_sends_no_command_twice_and_restores(site: Site)
     keys = Counter(c.key for c in site.cluster.commands)
     assert all(n == 1 for n in keys.values()), keys
     await assert_restored(site)
+
+
+async def test_bad_events_are_opted_out_with_reasons_and_the_gateway_carries_on(site: Site) -> None:
+    soon = site.clock.now() + timedelta(minutes=5)
+    unknown = site.vtn.add_event(VEN_ID, "x-dcflexBogus", "level", [(timedelta(minutes=30), 1.0)], soon)
+    absurd = site.vtn.add_event(VEN_ID, "LOAD_DISPATCH", "setpoint", [(timedelta(minutes=30), 5e8)], soon)
+    negative = site.vtn.add_event(VEN_ID, "LOAD_DISPATCH", "setpoint",
+                                  [(timedelta(minutes=30), 100.0), (timedelta(minutes=-5), 90.0)], soon)
+    for eid in (unknown, absurd, negative):
+        response = await site.vtn.wait_for_response(eid, within_s=10)
+        assert response.opt_type == "optOut", (eid, response)
+    assert site.state(unknown) is EventState.OPTED_OUT
+    absurd_rec = site.gateway.journal.event(absurd)
+    assert absurd_rec is not None and absurd_rec.state is EventState.OPTED_OUT and "5" in absurd_rec.reason
+    assert site.gateway.journal.event(negative) is None  # rejected at the VEN: never reached the engine
+    good = add(site)
+    assert (await site.vtn.wait_for_response(good, within_s=10)).opt_type == "optIn"
+    assert not site.task.done()

@@ -206,3 +206,23 @@ async def test_dry_run_shows_commands_and_changes_nothing(rig: Rig) -> None:
     dry = [a for a in rig.sink.of("action") if a["outcome"] == "dry-run"]
     assert dry and all(a["commands"] and a["commands"][0].startswith("sim: ") for a in dry)
     assert _state(rig, "ev-1") is EventState.COMPLETED
+
+
+async def test_caps_set_before_the_event_are_put_back_not_removed(rig: Rig) -> None:
+    from gateway.domain import Action
+
+    flexible = [j.job_id for j in (await rig.cluster.snapshot()).jobs if j.job_id not in CRITICAL]
+    for job_id in flexible:  # an administrator's own limits, set before any event
+        await rig.cluster.apply(Action(key=f"admin/cap/{job_id}", kind=ActionKind.CAP, at=rig.clock.now(),
+                                       job_id=job_id, watts=330.0))
+    start = rig.clock.now() + timedelta(minutes=5)
+    await rig.engine.on_event(event(start=start, value=30.0, minutes=30))
+    await rig.run_until(start + timedelta(minutes=20))
+    touched = {c.job_id for c in rig.cluster.commands if not c.key.startswith("admin/")}
+    assert touched, "the event changed nothing"
+    await rig.run_until(start + timedelta(minutes=90))
+    assert _state(rig, "ev-1") is EventState.COMPLETED
+    for job_id in flexible:
+        job = rig.cluster.job(job_id)
+        if job.state is not JobState.COMPLETED:
+            assert job.power_cap_w == 330.0, f"{job_id} left at {job.power_cap_w} W, not its earlier 330 W"
