@@ -175,6 +175,11 @@ class SimulatedCluster:
         """Make the next ``kind`` action wait ``seconds`` of clock time before it is carried out."""
         self._hangs.append((kind, job_id, seconds))
 
+    def submit(self, spec: SimJobSpec) -> None:
+        """Queue a new job, as a user's submission would; it starts at the next scheduler pass."""
+        self._advance()
+        self._core.add(spec)
+
     def job(self, job_id: str) -> Job:
         """The job's value now (KeyError when unknown)."""
         self._advance()

@@ -26,6 +26,7 @@ from gateway.domain import (
     Directive,
     EventState,
     GridEvent,
+    JobState,
     Notice,
     OptDecision,
     Plan,
@@ -342,6 +343,8 @@ class Engine:
             await self._transition(run, EventState.HOLDING, "every planned command sent")
 
     async def _check_drift(self, run: Run, now: datetime) -> None:
+        """Re-plan when measured power drifts above target or the set of running jobs changed
+        (jobs ended or started); give back commands when the site sits well below target."""
         if run.pending or run.needs_plan:
             return
         latest = self.history.latest
@@ -349,12 +352,20 @@ class Engine:
         if latest is None or target is None:
             return
         kw = latest[1]
-        drift = self.settings.policy.replan_drift_kw
-        if kw > target + drift:
+        policy = self.settings.policy
+        if kw > target + policy.replan_drift_kw:
             self.journal.log(run.event_id, "drift", now, {"kw": kw, "target_kw": target})
             run.needs_plan = True
-        elif kw < target - drift and run.state is EventState.HOLDING:
+        elif kw < target - policy.replan_drift_kw and run.state is EventState.HOLDING:
             await self._relax(run, now, target - kw)
+        elif kw > target + policy.tolerance_kw and run.running_jobs is not None:
+            try:
+                snapshot = await self.scheduler.snapshot()
+            except AdapterError:
+                return  # the next check tries again; a failing scheduler is alerted by the re-plan
+            if _running(snapshot) != run.running_jobs:
+                self.journal.log(run.event_id, "jobs_changed", now, {"kw": kw, "target_kw": target})
+                run.needs_plan = True
 
     async def _replan(self, run: Run, now: datetime, reuse: Plan | None = None) -> None:
         """Plan from a fresh snapshot (or reuse the acceptance plan when it is under a second old)."""
@@ -365,6 +376,7 @@ class Engine:
                 await self._alert(run.event_id, "snapshot_failed", f"cannot read the cluster to re-plan: {exc}", "error")
                 return  # needs_plan stays set: the next step tries again
             self._last_snapshot = snapshot
+            run.running_jobs = _running(snapshot)
         run.needs_plan = False
         p = reuse or plan(run.directive, snapshot, self.planner_policy, now)
         self.journal.remember_prior_caps(
@@ -442,3 +454,7 @@ class Engine:
     def status(self) -> dict[str, object]:
         """What ``GET /status`` shows: every journaled event, its commands, site power and target."""
         return status_of(self)
+
+
+def _running(snapshot: ClusterSnapshot) -> frozenset[str]:
+    return frozenset(j.job_id for j in snapshot.jobs if j.state is JobState.RUNNING)

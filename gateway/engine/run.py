@@ -23,6 +23,7 @@ class Run:
     next_check: datetime | None = None
     last_target: float | None = None
     shortfall_kw: float = 0.0
+    running_jobs: frozenset[str] | None = None  # at the last plan, to notice jobs ending or starting
     first_plan: Plan | None = None  # made on acceptance; reused when the ramp starts right away
 
     @property

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
-from gateway.domain import ActionKind, EventState, JobState
+from gateway.domain import ActionKind, EventState, JobState, Tier
 from gateway.exceptions import CommandFailed
 from tests.gateway.engine.conftest import Rig, event
 
@@ -226,3 +226,20 @@ async def test_caps_set_before_the_event_are_put_back_not_removed(rig: Rig) -> N
         job = rig.cluster.job(job_id)
         if job.state is not JobState.COMPLETED:
             assert job.power_cap_w == 330.0, f"{job_id} left at {job.power_cap_w} W, not its earlier 330 W"
+
+
+async def test_a_job_starting_mid_event_triggers_a_replan(rig: Rig) -> None:
+    from simulators.cluster import SimJobSpec
+
+    start = rig.clock.now() + timedelta(minutes=5)
+    await rig.engine.on_event(event(start=start, value=20.0, minutes=60))
+    await rig.run_until(start + timedelta(minutes=25))
+    target = rig.engine.effective_target(rig.clock.now())
+    assert target is not None
+    rig.cluster.submit(SimJobSpec("late-1", Tier.FLEX_50, 8, "pt_mpt_7b_fast", work_s=80_000, elapsed_s=40_000))
+    await rig.run_for(5 * 60)
+    assert rig.cluster.job("late-1").state in (JobState.RUNNING, JobState.SUSPENDED)
+    replans = [e for e in rig.engine.journal.log_entries("ev-1") if e[2] in ("jobs_changed", "drift")]
+    assert replans, "the new job did not trigger a re-plan"
+    kw = await rig.cluster.read_kw()
+    assert kw <= target + 2.0, f"{kw:.1f} kW against a {target:.1f} kW target after the new job"
