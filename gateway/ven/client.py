@@ -44,7 +44,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import aiohttp
-from openleadr import OpenADRClient, enums
+from openleadr import OpenADRClient, enums, utils
 
 from gateway.clock import Clock
 from gateway.config.models import VenConfig
@@ -270,6 +270,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         self._worker_task: asyncio.Task[Any] | None = None
         self._polls = 0
         self._closed = False
+        self._empty_warned: set[str] = set()
         if sampler is not None:
             register_telemetry_report(self, sampler, config)
 
@@ -461,6 +462,15 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         if task is not None:
             self._inflight.add(task)
         try:
+            request = utils.find_by(self.report_requests, "report_request_id", report_request_id)
+            if request is not None and not request.get("r_ids"):
+                # openleadr keeps a request whose data points it could not match (e.g. a granularity
+                # faster than the offered minimum) and would send it empty, which VTNs reject
+                if report_request_id not in self._empty_warned:
+                    self._empty_warned.add(report_request_id)
+                    logger.warning("report request %s asks for no data point this VEN offers (granularity %s); "
+                                   "nothing will be sent for it", report_request_id, request.get("granularity"))
+                return
             if self._sampler is not None and self._sampler.sample() is not None:
                 await super().update_report(report_request_id)
         except Exception:

@@ -7,6 +7,7 @@ exchange is real HTTP. Each test waits on real conditions with a wall-clock boun
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -155,6 +156,20 @@ async def test_implied_cancellation_restores(site: Site) -> None:
     site.vtn.remove_event(eid)
     await until(lambda: site.state(eid) is EventState.CANCELLED, "implied cancellation", within_s=30)
     await assert_restored(site)
+
+
+async def test_telemetry_faster_than_offered_sends_nothing_rather_than_empty_reports(
+        site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    # the site offers one reading per 60 s at the fastest; a VTN asking for every second gets no
+    # empty reports (which openleadr's VTN answers with an HTTP 500)
+    site.cfg = site.cfg.model_copy(update={"ven": site.cfg.ven.model_copy(update={"report_granularity_s": 60.0})})
+    await site.restart()
+    caplog.set_level(logging.WARNING)
+    site.vtn.request_telemetry(VEN_ID, timedelta(seconds=1))
+    await asyncio.sleep(3.0)
+    assert not site.task.done()
+    assert not [r for r in caplog.records if "VTN server encountered an error" in r.getMessage()]
+    assert any("asks for no data point" in r.getMessage() for r in caplog.records)
 
 
 async def test_telemetry_report_reaches_the_vtn(site: Site) -> None:
