@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dcflex demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	scripts/services.sh up
 	status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; scripts/services.sh down; exit $$status
 

@@ -1,0 +1,2 @@
+"""The Slurm adapter: reads jobs and nodes from ``squeue --json`` / ``sinfo --json`` and acts through
+``scontrol`` / ``scancel`` (never a shell), behind ``gateway.ports.SchedulerPort``."""
