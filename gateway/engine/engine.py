@@ -250,6 +250,21 @@ class Engine:
                 run.undos = self._restore_for(run, now)
             elif rec.state in _ACTIVE:
                 run.needs_plan = True
+        await self._reconcile_stranded(now)
+
+    async def _reconcile_stranded(self, now: datetime) -> None:
+        """Commands of finished events that were never undone (a crash at the worst moment, a
+        journal edited by hand): restore them now rather than leave a job paused or a node drained."""
+        for rec in self.journal.events():
+            if not rec.state.terminal or rec.directive is None or not self.journal.outstanding(rec.event_id):
+                continue
+            run = Run(directive=rec.directive, state=EventState.RESTORING, cancelled=rec.state is EventState.CANCELLED)
+            self.runs[rec.event_id] = run
+            run.undos = self._restore_for(run, now)
+            self.journal.set_state(rec.event_id, EventState.RESTORING, now, "stranded commands found at start-up")
+            await self._alert(rec.event_id, "stranded_commands",
+                              f"{len(run.undos)} command(s) of finished event {rec.event_id} were never undone; "
+                              "undoing them now")
 
     async def _sample_loop(self) -> None:
         failing = False
@@ -379,9 +394,11 @@ class Engine:
             run.running_jobs = _running(snapshot)
         run.needs_plan = False
         p = reuse or plan(run.directive, snapshot, self.planner_policy, now)
-        self.journal.remember_prior_caps(
-            run.event_id, {a.job_id: a.watts for a in p.restore if a.kind is ActionKind.UNCAP and a.watts is not None}
-        )
+        ours = self.journal.jobs_with_open_commands()  # a cap the gateway set is not a prior limit
+        self.journal.remember_prior_caps(run.event_id, {
+            a.job_id: a.watts for a in p.restore
+            if a.kind is ActionKind.UNCAP and a.watts is not None and a.job_id not in ours
+        })
         fresh: list[Action] = []
         for a in p.shed:
             rec = self.journal.action(a.key)

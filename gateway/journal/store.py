@@ -294,6 +294,14 @@ class Journal:
                     [(owner, job, w) for job, w in caps.items()],
                 )
 
+    def jobs_with_open_commands(self) -> set[str]:
+        """Jobs any event has changed and not yet put back (their current cap is the gateway's own)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT job_id FROM actions WHERE state IN ('done','sending','dry-run') AND undo_of IS NULL"
+            " AND kind IN ('cap','pause','checkpoint_stop')"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
     def prior_caps(self, owner: str) -> dict[str, float]:
         rows = self._db.execute("SELECT job_id, watts FROM prior_caps WHERE owner=?", (owner,)).fetchall()
         return {str(r[0]): float(r[1]) for r in rows}

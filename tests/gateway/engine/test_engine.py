@@ -243,3 +243,21 @@ async def test_a_job_starting_mid_event_triggers_a_replan(rig: Rig) -> None:
     assert replans, "the new job did not trigger a re-plan"
     kw = await rig.cluster.read_kw()
     assert kw <= target + 2.0, f"{kw:.1f} kW against a {target:.1f} kW target after the new job"
+
+
+async def test_commands_stranded_by_a_finished_event_are_undone_at_start_up(rig: Rig) -> None:
+    start = rig.clock.now() + timedelta(minutes=5)
+    await rig.engine.on_event(event(start=start, value=25.0))
+    await rig.run_until(start + timedelta(minutes=25))
+    assert rig.engine.journal.outstanding("ev-1")
+    await rig.stop()
+    # the worst moment: the journal says the event is over, but its commands were never undone
+    rig.engine.journal.set_state("ev-1", EventState.COMPLETED, rig.clock.now(), "simulated crash")
+    rig.engine.journal.close()
+    assert rig.make_engine is not None
+    rig.engine = rig.make_engine()
+    await rig.start()
+    assert any(a["code"] == "stranded_commands" for a in rig.sink.of("alert"))
+    await rig.run_for(30 * 60)
+    assert _state(rig, "ev-1") is EventState.COMPLETED
+    await _all_restored(rig)
