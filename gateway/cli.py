@@ -1,4 +1,4 @@
-"""The ``dcflex`` command: ``demo``, ``run``, ``check-config``.
+"""The ``dcflex`` command: ``demo``, ``run``, ``check-config``, ``ack``.
 
 Exit codes: 0 success, 2 invalid input (configuration, arguments), 1 a failure while running.
 """
@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
+import re
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from gateway.config import load_config
@@ -57,6 +63,40 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.get("critical_jobs_touched", 1) == 0 else 1
 
 
+_ACK_JOB_ID = re.compile(r"^[A-Za-z0-9_.+:-]{1,128}$")
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8765"
+
+
+def _ack(args: argparse.Namespace) -> int:
+    """POST a checkpoint acknowledgement; run from a job script, so it fails fast and says why."""
+    job_id = args.job_id or os.environ.get("SLURM_JOB_ID", "")
+    if not job_id or not _ACK_JOB_ID.match(job_id):
+        print(f"dcflex ack: {job_id!r} is not a job id (give JOB_ID, or run inside a Slurm job)", file=sys.stderr)
+        return 2
+    base = (args.gateway or os.environ.get("DCFLEX_GATEWAY_URL") or DEFAULT_GATEWAY_URL).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        print(f"dcflex ack: gateway URL {base!r} must start with http:// or https://", file=sys.stderr)
+        return 2
+    url = f"{base}/v1/jobs/{urllib.parse.quote(job_id, safe='')}/checkpoint-ack"
+    body = json.dumps({"checkpoint_path": args.path, "event_id": args.event}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            answer = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:500]
+        print(f"dcflex ack: the gateway at {base} refused the acknowledgement of job {job_id} "
+              f"(HTTP {exc.code}): {detail}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"dcflex ack: cannot reach the gateway at {base} ({reason}); job {job_id}'s checkpoint was not "
+              "acknowledged (set DCFLEX_GATEWAY_URL or --gateway)", file=sys.stderr)
+        return 1
+    print(f"dcflex ack: job {job_id} checkpoint acknowledged at {answer.get('at', '?')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dcflex", description="Demand-response gateway for AI datacenters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -77,12 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", type=Path)
     p.set_defaults(func=_check_config)
 
+    p = sub.add_parser("ack", help="tell the gateway a job's checkpoint is written (run it from the job script)")
+    p.add_argument("job_id", nargs="?", metavar="JOB_ID", help="Slurm job id (default: $SLURM_JOB_ID)")
+    p.add_argument("--path", default="", metavar="CHECKPOINT_PATH", help="where the checkpoint was written")
+    p.add_argument("--event", default="", metavar="EVENT_ID", help="the event the checkpoint was asked for, if known")
+    p.add_argument("--gateway", default=None, metavar="URL",
+                   help=f"the gateway's API (default: $DCFLEX_GATEWAY_URL or {DEFAULT_GATEWAY_URL})")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway (default 10)")
+    p.set_defaults(func=_ack)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
+    if not args.verbose and args.command in ("run", "demo"):
         import openleadr  # noqa: F401  (it sets its own logger to INFO on import; quiet it after)
 
         for noisy in ("openleadr", "apscheduler", "aiohttp.access"):

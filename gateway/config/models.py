@@ -7,6 +7,7 @@ meant to come from the environment, e.g. ``DCFLEX_SINKS__MQTT__PASSWORD``.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -135,11 +136,61 @@ class SimulatedSchedulerConfig(Section):
     noise_kw: NonNegFloat = 0.5
 
 
+_POWER_CAP_FIELDS = frozenset({"job_id", "node", "watts"})
+
+
+def _template_fields(text: str) -> set[str]:
+    """The ``{placeholders}`` of a str.format template (ValueError on broken braces)."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
 class SlurmSchedulerConfig(Section):
     squeue: str = "squeue"
     scontrol: str = "scontrol"
     scancel: str = "scancel"
     sinfo: str = "sinfo"
+    power_cap_command: tuple[str, ...] = Field(
+        default=("srun", "--overlap", "--jobid={job_id}", "-w", "{node}", "nvidia-smi", "-pl", "{watts}"),
+        description="argv run once per node of a job to set its GPUs' power limit; {job_id} {node} {watts}",
+    )
+    ack_marker_path: str | None = Field(
+        default=None, description="file a job creates when its checkpoint is safe, e.g. /shared/dcflex-ack/{job_id}"
+    )
+    retry_backoff_s: NonNegFloat = Field(default=1.0, le=60, description="first wait before retrying an unreachable Slurm")
+
+    @field_validator("power_cap_command")
+    @classmethod
+    def _power_cap_command(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or not v[0]:
+            raise ValueError("give the command as a list of arguments, e.g. [\"nvidia-smi\", \"-pl\", \"{watts}\"]")
+        used: set[str] = set()
+        for arg in v:
+            try:
+                used |= _template_fields(arg)
+            except ValueError as exc:
+                raise ValueError(f"argument {arg!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+        if unknown := used - _POWER_CAP_FIELDS:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; allowed: {{job_id}}, {{node}}, {{watts}}")
+        if "watts" not in used:
+            raise ValueError("the command must contain {watts}")
+        if _template_fields(v[0]):
+            raise ValueError("the program (first argument) must not contain a placeholder")
+        return v
+
+    @field_validator("ack_marker_path")
+    @classmethod
+    def _ack_marker_path(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            used = _template_fields(v)
+        except ValueError as exc:
+            raise ValueError(f"{exc}") from None
+        if used != {"job_id"}:
+            raise ValueError("must contain {job_id} and no other placeholder, e.g. /shared/dcflex-ack/{job_id}")
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path (jobs and the gateway run in different directories)")
+        return v
 
 
 class RaySchedulerConfig(Section):

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Slurm 22.05 (Debian bookworm's slurm-wlm) + its own munged, single host, on loopback.
 #
 # Why it looks like this:
@@ -314,3 +315,49 @@ svc_env() {
   echo "DCFLEX_SLURM_NODE=$(_slurm_node)"
   echo "DCFLEX_SLURM_BIN=$(dirname "$(_slurm_which sbatch || echo /usr/bin/sbatch)")"
 }
+
+# Restart only slurmctld, keeping its saved state: jobs (running, suspended, held) and DOWN/DRAIN node
+# states with their reasons survive, unlike `services.sh up`, which always starts clean. munged and slurmd
+# keep running. The adapter's tests stop the controller on purpose and bring it back with this.
+svc_restart_ctld() {
+  local conf bindir run="$SVC_DIR/run" deadline started
+  conf=$(_slurm_conf)
+  if [ ! -f "$conf" ]; then echo "slurm: no $conf; run scripts/services.sh up first" >&2; return 1; fi
+  if ! _slurm_pid_alive "$(_slurm_munge_dir)/munged.pid" >/dev/null; then
+    echo "slurm: munged is not running; run scripts/services.sh up (it starts clean)" >&2
+    return 1
+  fi
+  bindir=$(dirname "$(_slurm_which sbatch)")
+  export SLURM_CONF=$conf
+  export PATH="$bindir:/usr/sbin:$PATH"
+  _slurm_kill_pidfiles "$run/slurmctld.pid"
+  # Without -c, slurmctld recovers its state from StateSaveLocation.
+  if ! "$(_slurm_which slurmctld)" -f "$conf" </dev/null >>"$SVC_DIR/log/slurmctld.out" 2>&1; then
+    echo "slurm: slurmctld did not start; see $SVC_DIR/log/slurmctld.log" >&2
+    return 1
+  fi
+  deadline=$((SECONDS + SLURM_START_TIMEOUT))
+  started=$SECONDS
+  until timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP'; do
+    if _slurm_died "$run/slurmctld.pid" "$started" || [ "$SECONDS" -ge "$deadline" ]; then
+      echo "slurm: slurmctld is not up after a restart; tail of $SVC_DIR/log/slurmctld.log:" >&2
+      tail -n 20 "$SVC_DIR/log/slurmctld.log" >&2 || true
+      return 1
+    fi
+    sleep 0.3
+  done
+  echo "slurm: slurmctld restarted with its saved state (controller 127.0.0.1:$SLURM_CTLD_PORT)"
+}
+
+# Run directly (services.sh sources this file instead) for maintenance of a running test Slurm:
+#   scripts/services.d/slurm.sh restart-ctld    restart only slurmctld, keeping jobs and node drains
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+  SVC_NAME=slurm
+  SVC_DIR="$ROOT/var/services/$SVC_NAME"
+  case "${1:-}" in
+    restart-ctld) svc_restart_ctld ;;
+    *) echo "usage: $0 restart-ctld" >&2; exit 2 ;;
+  esac
+fi
