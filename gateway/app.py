@@ -21,6 +21,7 @@ from gateway.journal import Journal
 from gateway.ports import PowerMeter, SchedulerPort, Sink
 from gateway.power import PowerModel, default_curves
 from gateway.power.curves import load_curves_file
+from gateway.power.meter import ModelledMeter
 from gateway.ven import Ven
 
 log = logging.getLogger("dcflex")
@@ -41,13 +42,24 @@ def power_model(cfg: DcflexConfig) -> PowerModel:
 
 @dataclass
 class Parts:
+    """A scheduler and its meter; ``guarded`` says whether the engine should add the generic
+    timeout/retry guard (the Slurm adapter bounds and retries each command itself, and a
+    checkpoint-then-stop legitimately waits up to the job's grace time)."""
+
     scheduler: SchedulerPort
     meter: PowerMeter
+    guarded: bool = True
 
 
-def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel) -> Parts:
+def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel, acks: CheckpointAcks) -> Parts:
     """The configured scheduler adapter (and the power meter that goes with it)."""
     kind = cfg.scheduler.kind
+    if kind == "slurm":
+        from adapters.slurm.adapter import SlurmAdapter
+
+        slurm = SlurmAdapter.from_config(cfg, acks=acks, clock=clock)
+        meter = ModelledMeter(slurm, model, nodes=cfg.site.nodes, gpus_per_node=cfg.site.gpus_per_node)
+        return Parts(scheduler=slurm, meter=meter, guarded=False)
     if kind == "simulated":
         from simulators import SimulatedCluster, demo_arrivals, mix_for
 
@@ -61,7 +73,7 @@ def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel) -> Parts
         return Parts(scheduler=cluster, meter=cluster)
     raise ConfigError(
         "scheduler.kind",
-        [("scheduler.kind", f"the {kind!r} adapter is not available in this version; use 'simulated'")],
+        [("scheduler.kind", f"the {kind!r} adapter is not available in this version; use 'simulated' or 'slurm'")],
     )
 
 
@@ -79,21 +91,23 @@ class Gateway:
         sinks: Sequence[Sink] = (),
         dry_run: bool | None = None,
         sample_interval_s: float = 60.0,
+        guard: bool = True,
+        acks: CheckpointAcks | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
         self.journal = Journal(cfg.journal.path)
-        guarded = GuardedScheduler(
-            scheduler, timeout_s=cfg.scheduler.command_timeout_s, retries=cfg.scheduler.retries
-        )
-        settings = EngineSettings.from_config(cfg, sample_interval_s=sample_interval_s)
+        port: SchedulerPort = scheduler
+        if guard:
+            port = GuardedScheduler(scheduler, timeout_s=cfg.scheduler.command_timeout_s, retries=cfg.scheduler.retries)
+        overrides: dict[str, object] = {"sample_interval_s": sample_interval_s}
         if dry_run is not None:
-            settings = EngineSettings.from_config(cfg, sample_interval_s=sample_interval_s, dry_run=dry_run)
+            overrides["dry_run"] = dry_run
         self.engine = Engine(
-            scheduler=guarded, meter=meter, journal=self.journal, clock=clock,
-            settings=settings, model=model or power_model(cfg), sinks=sinks,
+            scheduler=port, meter=meter, journal=self.journal, clock=clock,
+            settings=EngineSettings.from_config(cfg, **overrides), model=model or power_model(cfg), sinks=sinks,
         )
-        self.acks = CheckpointAcks()
+        self.acks = acks or CheckpointAcks()
         self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw)
         self.api: ApiServer | None = None
 
@@ -126,9 +140,10 @@ async def run_gateway(cfg: DcflexConfig, *, dry_run: bool = False) -> None:
     """``dcflex run``: the long-running gateway on the wall clock."""
     clock = SystemClock()
     model = power_model(cfg)
-    parts = build_scheduler(cfg, clock, model)
+    acks = CheckpointAcks()
+    parts = build_scheduler(cfg, clock, model, acks)
     gateway = Gateway(
         cfg, scheduler=parts.scheduler, meter=parts.meter, clock=clock, model=model,
-        dry_run=dry_run or cfg.scheduler.dry_run,
+        dry_run=dry_run or cfg.scheduler.dry_run, guard=parts.guarded, acks=acks,
     )
     await gateway.serve()
