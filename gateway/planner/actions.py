@@ -1,4 +1,8 @@
-"""Turning choices into timed actions, and each shed action into its undo.
+"""Turning what the planner chose into timed actions, and each shed action into its undo.
+
+Target mode's caps come as runs (``CapRun``: jobs capped alike, in order), everything else as single
+choices after them; the runs are read with their shared values hoisted, because a large event caps
+tens of thousands of jobs and each command's cost is most of the plan's.
 
 Keys are stable across re-plans (``{event}/{kind}/{job}``, plus ``/{watts}`` for a cap), so the
 engine never re-sends a command that is done; a deeper or shallower cap is a new command.
@@ -12,75 +16,58 @@ GPU-throughput per kW of ramp budget (the reverse of the shedding rank), which m
 
 from __future__ import annotations
 
-import dataclasses
+import math
+from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from itertools import chain
+from operator import itemgetter
 
 from gateway.domain import Action, ActionKind, Job, Tier
-from gateway.planner.levers import Choice, stop_overhead_s
+from gateway.planner.draft import make_action
+from gateway.planner.levers import CapRun, Choice, stop_overhead_s
 from gateway.planner.ramp import Times, ramp_offsets
 
-_FIELDS = ("key", "kind", "at", "job_id", "nodes", "watts", "delta_kw", "tier", "reason")
+__all__ = ["Timed", "build", "make_action"]
+
 _CAP, _PAUSE, _STOP, _HOLD = ActionKind.CAP, ActionKind.PAUSE, ActionKind.CHECKPOINT_STOP, ActionKind.HOLD_NODES
 _UNCAP, _RESUME, _RESTART, _RELEASE = ActionKind.UNCAP, ActionKind.RESUME, ActionKind.RESTART, ActionKind.RELEASE_NODES
+_TIER_STR = {t: t.value for t in Tier}
+_cand_gpus = itemgetter(3)
 
 
-def _slot_setters() -> tuple[Callable[[Action, Any], None], ...] | None:
-    """Direct slot setters for ``Action``, or None when its layout is not the one this module knows.
-
-    Building tens of thousands of frozen, validated actions costs ~3 µs each, more than the whole
-    plan's budget; every value here is valid by construction (non-empty keys and job ids, aware
-    times, finite kW, watts on caps, nodes on holds), so the planner fills the slots directly. If
-    ``Action`` ever changes shape this returns None and the validated constructor is used instead.
-    """
-    names = tuple(f.name for f in dataclasses.fields(Action))
-    if names != _FIELDS or tuple(getattr(Action, "__slots__", ())) != _FIELDS:
-        return None
-    return tuple(cast(Callable[[Action, Any], None], getattr(Action, n).__set__) for n in _FIELDS)
-
-
-_SETTERS = _slot_setters()
-
-
-def make_action(key: str, kind: ActionKind, at: datetime, job_id: str, nodes: tuple[str, ...],
-                watts: float | None, delta_kw: float, tier: str, reason: str) -> Action:
-    """An ``Action`` equal to ``Action(key=..., ...)``, built without re-validating (see above)."""
-    if _SETTERS is None:
-        return Action(key=key, kind=kind, at=at, job_id=job_id, nodes=nodes, watts=watts,
-                      delta_kw=delta_kw, tier=tier, reason=reason)
-    a = object.__new__(Action)
-    s_key, s_kind, s_at, s_job, s_nodes, s_watts, s_delta, s_tier, s_reason = _SETTERS
-    s_key(a, key)
-    s_kind(a, kind)
-    s_at(a, at)
-    s_job(a, job_id)
-    s_nodes(a, nodes)
-    s_watts(a, watts)
-    s_delta(a, delta_kw)
-    s_tier(a, tier)
-    s_reason(a, reason)
-    return a
-
-
-@dataclasses.dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Timed:
     """The actions planned for the shed phase and the restore phase, and what the ramp cut off."""
 
     shed: list[Action]
     restore: list[Action]
-    kept: list[Choice]
+    runs: list[CapRun] = field(default_factory=list)  # the runs of caps kept (cut where the ramp ran out)
+    kept: list[Choice] = field(default_factory=list)  # the single choices kept
+    shed_kw: float = 0.0  # what the kept actions shed, summed exactly
+    run_loss: list[tuple[str, float]] = field(default_factory=list)  # (job id, loss) of the runs' jobs
     dropped_n: int = 0
     dropped_kw: float = 0.0
     reached_s: float = 0.0  # seconds after the shed start when the last shed takes effect
     restored_s: float = 0.0  # seconds after the event's end when the last restore is sent
 
+    @property
+    def caps_n(self) -> int:
+        """How many jobs are capped (in runs or as single choices)."""
+        return sum(len(r.cands) for r in self.runs) + sum(1 for c in self.kept if c.kind is _CAP)
 
-_TIER_STR = {t: t.value for t in Tier}
+    @property
+    def touched_n(self) -> int:
+        return sum(len(r.cands) for r in self.runs) + len(self.kept)
+
+    def job_loss(self) -> list[tuple[str, float]]:
+        """(job id, loss over the window) of every job touched, in shedding order."""
+        return self.run_loss + [(c.job_id, c.loss) for c in self.kept]
 
 
-def _cap_reason(c: Choice, tier: str, econ: str) -> str:
-    return f"cap {c.watts} W keeps {c.kept:.0%} ({tier} allows down to {1.0 - c.allow:.0%}){econ}"
+def _cap_reason(watts: int, kept: float, tier: str, allow: float, econ: str) -> str:
+    return f"cap {watts} W keeps {kept:.0%} ({tier} allows down to {1.0 - allow:.0%}){econ}"
 
 
 def _full_reason(c: Choice, tier: str, window_s: float, econ: str) -> str:
@@ -93,6 +80,7 @@ def _full_reason(c: Choice, tier: str, window_s: float, econ: str) -> str:
 
 def build(
     event_id: str,
+    runs: list[CapRun],
     choices: list[Choice],
     econ_note: Callable[[Job], str] | None,
     shed_start: datetime,
@@ -100,82 +88,152 @@ def build(
     restore_start: datetime,
     rate_kw_per_min: float,
 ) -> Timed:
-    """Time the shed actions from ``shed_start`` (dropping any that could not start within the window),
-    then their undos from ``restore_start``. ``econ_note`` adds the price comparison to reasons."""
-    time_at = Times(shed_start)
-    out = Timed([], [], [])
-    shed = out.shed
-    kept = out.kept
-    cap_key = f"{event_id}/cap/"
-    reasons: dict[tuple[int, float, str, float], str] = {}  # many jobs share a cap reason (all with a = 1)
-    tiers = _TIER_STR
-    reached = 0.0
-    for c, off in zip(choices, ramp_offsets([c.shed_kw for c in choices], rate_kw_per_min), strict=True):
-        if off >= window_s:
-            out.dropped_n += 1
-            out.dropped_kw += c.shed_kw
-            continue
-        at = time_at(off)
-        job = c.job
-        jid = job.job_id
-        tier = tiers[job.tier]
-        econ = "" if econ_note is None else econ_note(job)
-        if c.kind is _CAP:
-            rk = (c.watts, c.kept, tier, c.allow)
-            reason = reasons.get(rk) if not econ else None
-            if reason is None:
-                reason = _cap_reason(c, tier, econ)
-                if not econ:
-                    reasons[rk] = reason
-            shed.append(make_action(f"{cap_key}{jid}/{c.watts}", _CAP, at, jid, (), float(c.watts), -c.shed_kw,
-                                    tier, reason))
-            effect = float(off)
-        else:
-            shed.append(make_action(f"{event_id}/{c.kind.value}/{jid}", c.kind, at, jid, (), None, -c.shed_kw,
-                                    tier, _full_reason(c, tier, window_s, econ)))
-            effect = float(off) + (job.checkpoint_s if c.kind is _STOP and job.checkpointable else 0.0)
-            if c.kind is _STOP and job.nodes:
-                shed.append(make_action(f"{event_id}/hold_nodes/{jid}", _HOLD, at, jid, job.nodes, None, 0.0, tier,
-                                        f"hold {len(job.nodes)} node(s) freed by {jid} until the event ends"))
-        if effect > reached:
-            reached = effect
-        kept.append(c)
-    out.reached_s = reached
-    _restore(event_id, out, restore_start, rate_kw_per_min)
-    return out
+    """Time the shed actions (the runs' jobs, then the choices) from ``shed_start``, dropping any that
+    could not start within the window; then their undos from ``restore_start``. ``econ_note`` adds the
+    price comparison to the choices' reasons."""
+    run_kws = [[g * r.save for g in map(_cand_gpus, r.cands)] for r in runs]
+    kws = list(chain.from_iterable(run_kws))
+    kws += [c.shed_kw for c in choices]
+    offsets = ramp_offsets(kws, rate_kw_per_min)
+    n = bisect_left(offsets, window_s)  # offsets never decrease: those past the window are a tail
+    out = Timed([], [], shed_kw=math.fsum(kws[:n]), dropped_n=len(kws) - n, dropped_kw=sum(kws[n:]))
+    left = n
+    kept_runs: list[tuple[CapRun, list[float]]] = []
+    for r, rk in zip(runs, run_kws, strict=True):
+        if left <= 0:
+            break
+        if len(rk) > left:
+            r, rk = r._replace(cands=r.cands[:left]), rk[:left]
+        kept_runs.append((r, rk))
+        out.runs.append(r)
+        left -= len(rk)
+    out.kept = choices[:left] if left > 0 else []
+    out.reached_s = float(offsets[n - 1]) if n else 0.0
 
-
-def _restore(event_id: str, out: Timed, start: datetime, rate_kw_per_min: float) -> None:
-    time_at = Times(start)
-    restore = out.restore
-    tiers = _TIER_STR
+    # Restore order: restarts, resumes, the single choices' uncaps (each last shed first), then the
+    # runs' uncaps, last shed first. Their times are known up front, so the runs' uncaps are made in
+    # the same pass as their caps (while each job's entry is at hand) and reversed afterwards.
     groups: dict[ActionKind, list[Choice]] = {_STOP: [], _PAUSE: [], _CAP: []}
     for c in reversed(out.kept):
         groups[c.kind].append(c)
-    stops, pauses, caps = groups[_STOP], groups[_PAUSE], groups[_CAP]
-    offsets = ramp_offsets([c.shed_kw for group in (stops, pauses, caps) for c in group], rate_kw_per_min)
-    out.restored_s = float(offsets[-1]) if offsets else 0.0
+    head = [*groups[_STOP], *groups[_PAUSE], *groups[_CAP]]
+    run_n = n - len(out.kept)
+    back_offsets = ramp_offsets([*(c.shed_kw for c in head), *reversed(kws[:run_n])], rate_kw_per_min)
+    out.restored_s = float(back_offsets[-1]) if back_offsets else 0.0
+    run_backs = back_offsets[len(head):]
+    run_backs.reverse()  # the runs' uncap times, in shedding order
+    shed_at, back_at = Times(shed_start), Times(restore_start)
+    backs: list[Action] = []
+    _shed_runs(event_id, kept_runs, offsets, run_backs, shed_at, back_at, out, backs)
+    _shed_choices(event_id, out, offsets[run_n:n], econ_note, shed_at, window_s)
+    _restore_choices(event_id, out, groups, back_offsets, back_at)
+    backs.reverse()
+    out.restore += backs
+    return out
+
+
+def _shed_runs(event_id: str, runs: list[tuple[CapRun, list[float]]], offsets: list[int], back_offsets: list[int],
+               shed_at: Times, back_at: Times, out: Timed, backs: list[Action]) -> None:
+    """The runs' cap commands and their undos (in shedding order), and each job's loss: one pass, made
+    while each job's entry is at hand. The hot loop of a large plan."""
+    append = out.shed.append
+    add_back = backs.append
+    add_loss = out.run_loss.append
+    new = make_action
+    tiers = _TIER_STR
+    cap_key = f"{event_id}/cap/"
+    uncap_key = f"{event_id}/uncap/"
+    reasons: dict[tuple[int, float, Tier, float], tuple[str, str]] = {}  # many jobs share a reason
+    pos = 0
+    last = back_last = -1
+    at = shed_at(0)
+    back = back_at(0)
+    for r, rk in runs:
+        watts_i, kept, prev = r.watts, r.kept, r.before_w
+        watts = float(watts_i)
+        loss = 1.0 - kept
+        tail = f"/{watts_i}"
+        back_reason = _back_reason(prev)
+        whole: dict[Tier, tuple[str, str]] = {}  # the reasons of jobs allowed to lose the whole event
+        end = pos + len(rk)
+        for (jid, _, allow, _, tier), kw, off, back_off in zip(r.cands, rk, offsets[pos:end], back_offsets[pos:end],
+                                                                strict=True):
+            if off != last:
+                at = shed_at(off)
+                last = off
+            if back_off != back_last:
+                back = back_at(back_off)
+                back_last = back_off
+            hit = whole.get(tier) if allow == 1.0 else reasons.get((watts_i, kept, tier, allow))
+            if hit is None:
+                hit = (_cap_reason(watts_i, kept, tiers[tier], allow, ""), tiers[tier])
+                if allow == 1.0:
+                    whole[tier] = hit
+                else:
+                    reasons[(watts_i, kept, tier, allow)] = hit
+            reason, tier_s = hit
+            append(new(f"{cap_key}{jid}{tail}", _CAP, at, jid, (), watts, -kw, tier_s, reason))
+            add_back(new(f"{uncap_key}{jid}", _UNCAP, back, jid, (), prev, kw, tier_s, back_reason))
+            add_loss((jid, loss))
+        pos = end
+
+
+def _shed_choices(event_id: str, out: Timed, offsets: list[int], econ_note: Callable[[Job], str] | None,
+                  time_at: Times, window_s: float) -> None:
+    """The single choices' commands: caps (economic mode), pauses, stops and the holds of their nodes."""
+    append = out.shed.append
+    new = make_action
+    cap_key = f"{event_id}/cap/"
+    reasons: dict[tuple[int, float, str, float], str] = {}
+    for c, off in zip(out.kept, offsets, strict=True):
+        at = time_at(off)
+        job, kind, jid, tier = c.job, c.kind, c.job_id, c.tier
+        econ = "" if econ_note is None else econ_note(job)
+        if kind is _CAP:
+            rk = (c.watts, c.kept, tier, c.allow)
+            reason = reasons.get(rk) if not econ else None
+            if reason is None:
+                reason = _cap_reason(c.watts, c.kept, tier, c.allow, econ)
+                if not econ:
+                    reasons[rk] = reason
+            append(new(f"{cap_key}{jid}/{c.watts}", _CAP, at, jid, (), float(c.watts), -c.shed_kw, tier, reason))
+            continue
+        append(new(f"{event_id}/{kind.value}/{jid}", kind, at, jid, (), None, -c.shed_kw, tier,
+                   _full_reason(c, tier, window_s, econ)))
+        if kind is _STOP:
+            if job.checkpointable:  # a stopped job's load drops once its checkpoint is written
+                out.reached_s = max(out.reached_s, float(off) + job.checkpoint_s)
+            if job.nodes:
+                append(new(f"{event_id}/hold_nodes/{jid}", _HOLD, at, jid, job.nodes, None, 0.0, tier,
+                           f"hold {len(job.nodes)} node(s) freed by {jid} until the event ends"))
+
+
+def _restore_choices(event_id: str, out: Timed, groups: dict[ActionKind, list[Choice]], offsets: list[int],
+                     time_at: Times) -> None:
+    """The single choices' undos, at the head of the restore: restarts (their held nodes released
+    first), then resumes, then uncaps."""
+    append = out.restore.append
+    new = make_action
     offs = iter(offsets)
-    for c in stops:
-        job = c.job
-        jid = job.job_id
-        tier = tiers[job.tier]
+    for c in groups[_STOP]:
+        job, jid, tier = c.job, c.job_id, c.tier
         at = time_at(next(offs))
         if job.nodes:
-            restore.append(make_action(f"{event_id}/release_nodes/{jid}", _RELEASE, at, jid, job.nodes, None, 0.0,
-                                       tier, f"release the nodes held for {jid}"))
-        restore.append(make_action(f"{event_id}/restart/{jid}", _RESTART, at, jid, (), None, c.shed_kw,
-                                   tier, f"restart {jid}, stopped for event {event_id}"))
+            append(new(f"{event_id}/release_nodes/{jid}", _RELEASE, at, jid, job.nodes, None, 0.0, tier,
+                       f"release the nodes held for {jid}"))
+        append(new(f"{event_id}/restart/{jid}", _RESTART, at, jid, (), None, c.shed_kw, tier,
+                   f"restart {jid}, stopped for event {event_id}"))
     resume_reason = f"resume after event {event_id}"
-    for c in pauses:
-        jid = c.job.job_id
-        restore.append(make_action(f"{event_id}/resume/{jid}", _RESUME, time_at(next(offs)), jid, (), None, c.shed_kw,
-                                   tiers[c.job.tier], resume_reason))
+    for c in groups[_PAUSE]:
+        jid = c.job_id
+        append(new(f"{event_id}/resume/{jid}", _RESUME, time_at(next(offs)), jid, (), None, c.shed_kw, c.tier,
+                   resume_reason))
     uncap_key = f"{event_id}/uncap/"
-    lift = "lift the event's cap"
-    for c, off in zip(caps, offs, strict=True):
-        job = c.job
-        jid = job.job_id
-        prev = job.power_cap_w
-        restore.append(make_action(f"{uncap_key}{jid}", _UNCAP, time_at(off), jid, (), prev, c.shed_kw,
-                                   tiers[job.tier], lift if prev is None else f"back to the {prev:g} W cap set before the event"))
+    for c in groups[_CAP]:
+        append(new(f"{uncap_key}{c.job_id}", _UNCAP, time_at(next(offs)), c.job_id, (), c.before_w, c.shed_kw,
+                   c.tier, _back_reason(c.before_w)))
+
+
+def _back_reason(before_w: float | None) -> str:
+    """A cap set before the event (by an operator or an earlier program) comes back, not none at all."""
+    return "lift the event's cap" if before_w is None else f"back to the {before_w:g} W cap set before the event"

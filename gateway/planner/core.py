@@ -7,14 +7,13 @@ job id and every sum over jobs is exact (``math.fsum`` over GPU counts grouped b
 from __future__ import annotations
 
 import gc
-import math
 from datetime import datetime, timedelta
-from operator import itemgetter
+from itertools import islice
+from operator import eq, itemgetter
 
 from gateway.domain import ActionKind, ClusterSnapshot, Directive, Job, Plan, Shortfall
 from gateway.exceptions import PlanningError
 from gateway.planner.actions import Timed, build
-from gateway.planner.levers import Choice
 from gateway.planner.policy import PlannerPolicy
 from gateway.planner.shed import Scan, duplicate_job, scan, select_economic, select_for_target
 
@@ -68,10 +67,10 @@ def _plan_now(directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPo
         if need <= policy.tolerance_kw:
             notes.append(_at_target(current, target))
             return _plan(directive, now, target, current, None, None, notes)
-        choices, _ = select_for_target(found, need)
+        runs, choices = select_for_target(found, need)
     else:
         need = 0.0
-        choices = select_economic(found)
+        runs, choices = [], select_economic(found)
         assert price is not None
         notes.append(f"economic mode: price {price:g}/MWh; {len(choices)} job(s) worth less are shed, "
                      f"{found.priced_out_n} worth more or without a value are left running")
@@ -79,9 +78,9 @@ def _plan_now(directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPo
     def econ_note(job: Job) -> str:
         return f"; worth {job.value_per_mwh:g}/MWh < price {price:g}/MWh"
 
-    timed = build(directive.event_id, choices, None if price is None else econ_note, start, window_s, directive.end,
+    timed = build(directive.event_id, runs, choices, None if price is None else econ_note, start, window_s, directive.end,
                   policy.ramp_rate_kw_per_min)
-    shed_kw = math.fsum(c.shed_kw for c in timed.kept)
+    shed_kw = timed.shed_kw
     expected = max(0.0, current - shed_kw)
     shortfall = None
     if target is not None and expected - target > policy.tolerance_kw:
@@ -97,7 +96,7 @@ def _plan(directive: Directive, now: datetime, target: float | None, expected: f
           timed: Timed | None, notes: list[str]) -> Plan:
     shed = tuple(timed.shed) if timed else ()
     restore = tuple(timed.restore) if timed else ()
-    loss = _job_loss(timed.kept) if timed else ()
+    loss = _job_loss(timed) if timed else ()
     return Plan(
         event_id=directive.event_id,
         modification=directive.modification,
@@ -113,11 +112,13 @@ def _plan(directive: Directive, now: datetime, target: float | None, expected: f
     )
 
 
-def _job_loss(kept: list[Choice]) -> tuple[tuple[str, float], ...]:
-    pairs = [(c.job.job_id, c.loss) for c in kept]
+def _job_loss(timed: Timed) -> tuple[tuple[str, float], ...]:
+    """Each touched job's loss, by job id; a job id seen twice (a bad snapshot) is an error."""
+    pairs = timed.job_loss()
     pairs.sort(key=itemgetter(0))
-    if len({p[0] for p in pairs}) != len(pairs):
-        raise duplicate_job([p[0] for p in pairs])
+    ids = list(map(itemgetter(0), pairs))
+    if any(map(eq, ids, islice(ids, 1, None))):  # sorted: a duplicate sits next to its twin
+        raise duplicate_job(ids)
     return tuple(pairs)
 
 
@@ -132,7 +133,7 @@ def _iso(t: datetime) -> str:
 def _timing_notes(directive: Directive, start: datetime, timed: Timed, shed_kw: float, policy: PlannerPolicy) -> list[str]:
     notes = []
     rate = policy.ramp_rate_kw_per_min
-    if timed.kept:
+    if timed.runs or timed.kept:
         reached = start + timedelta(seconds=timed.reached_s)
         if reached > directive.target_by:
             late = (reached - directive.target_by).total_seconds() / 60.0
@@ -161,10 +162,10 @@ def _why_short(found: Scan, timed: Timed, need: float, gap: float, current: floa
     parts = []
     if found.critical_n:
         parts.append(f"{found.critical_n} critical job(s) ({found.critical_kw:.0f} kW) are never touched")
-    caps = sum(1 for c in timed.kept if c.kind is ActionKind.CAP)
+    caps = timed.caps_n
     if caps:
         parts.append(f"flex tiers allow no deeper caps on the {caps} capped job(s)")
-    full = len(timed.kept) - caps
+    full = timed.touched_n - caps
     if full:
         parts.append(f"{full} job(s) are paused or stopped outright")
     if found.spent_n:

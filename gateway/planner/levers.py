@@ -14,10 +14,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.domain import ActionKind, Job, JobState, Tier
 from gateway.planner.policy import STOP_OVER_PAUSE_FACTOR
 from gateway.power import PowerModel
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a job's cap path: from the previous step's cap (or the cap now) down to ``idx``.
+
+    ``save`` is the per-GPU kW shed at the end of the step, counted from the job's draw now; ``eff``
+    is the step's marginal kW shed per unit of throughput lost (``inf`` when it loses none); ``avg``
+    is the same ratio from the cap now to the end of the step (the rank a job capped there is shed by).
+    """
+
+    idx: int
+    save: float
+    eff: float
+    avg: float
 
 
 @dataclass(slots=True, eq=False)
@@ -26,7 +42,10 @@ class CurveTable:
 
     ``guard[i]`` is the least throughput kept by any cap at or above ``lo + i`` (the suffix minimum,
     equal to ``thr`` for the monotone measured curves): bisecting it finds the lowest cap that keeps at
-    least a given throughput even if a curve is not monotone.
+    least a given throughput even if a curve is not monotone. ``knots`` are the indices of the measured
+    caps (the curve's breakpoints) inside the table: between two of them power and throughput are both
+    linear in the cap, so the kW shed per unit of throughput lost is constant there. ``paths`` memoises
+    the water-filling steps of ``cap_path`` per (current cap, allowed index).
     """
 
     name: str
@@ -38,7 +57,10 @@ class CurveTable:
     pause_kw: float
     stop_kw: float
     probe: Job
+    knots: tuple[int, ...] = ()
     by_state: dict[tuple[JobState, float | None], float] = field(default_factory=dict)
+    by_cap_thr: dict[float | None, float] = field(default_factory=dict)
+    paths: dict[tuple[float | None, int], tuple[Step, ...]] = field(default_factory=dict)
 
     def running_kw(self, model: PowerModel, cap_w: float | None) -> float:
         """Per-GPU kW of a running job under its current cap (None: uncapped)."""
@@ -51,12 +73,66 @@ class CurveTable:
             kw = self.by_state[(state, cap_w)] = model.job_kw(self.probe, cap_w=cap_w, state=state)
         return kw
 
+    def running_thr(self, model: PowerModel, cap_w: float | None) -> float:
+        """Throughput kept by a running job of this workload under its current cap (memoised)."""
+        thr = self.by_cap_thr.get(cap_w)
+        if thr is None:
+            thr = self.by_cap_thr[cap_w] = model.throughput(self.probe, cap_w=cap_w, state=JobState.RUNNING)
+        return thr
+
     def cap_index_for_kw(self, start: int, limit_kw: float) -> int:
         """The highest cap index >= ``start`` whose per-GPU draw is at most ``limit_kw`` (``start`` if none)."""
         for i in range(len(self.kw) - 1, start, -1):
             if self.kw[i] <= limit_kw:
                 return i
         return start
+
+
+def cap_path(tab: CurveTable, model: PowerModel, cap_w: float | None, allowed: int) -> tuple[Step, ...]:
+    """The steps, best marginal ratio first, from ``cap_w`` down to the deepest cap ``allowed``.
+
+    The points are the measured breakpoints between the two caps, the table's top cap and the allowed
+    one; the path is their upper concave hull in (throughput lost, kW shed): a breakpoint under the
+    chord of its neighbours is skipped, so each step is at least as good per unit lost as the next
+    and filling the steps in heap order across jobs never takes a worse step before a better one.
+    (The measured curves are not concave everywhere: for the 'average' A100 curve 400→350 W sheds
+    0.82 kW per unit lost and 350→300 W 0.92, so its first step is 400→300 W.) Memoised per table.
+    """
+    key = (cap_w, allowed)
+    hit = tab.paths.get(key)
+    if hit is not None:
+        return hit
+    cur = tab.running_kw(model, cap_w)
+    kept = tab.running_thr(model, cap_w)
+    kw, thr = tab.kw, tab.thr
+    top = len(kw) - 1
+    idxs = {allowed, top} | {k for k in tab.knots if allowed < k < top}
+    pts = [(max(0.0, kept - thr[k]), cur - kw[k], k) for k in idxs if kw[k] < cur]
+    pts.sort(key=lambda p: (p[0], -p[1], -p[2]))  # by loss, the most kW first among equal losses
+    hull = [(0.0, 0.0, -1)]
+    for p in pts:
+        x, y, _ = p
+        if y <= hull[-1][1]:
+            continue  # loses more, sheds no more: never worth it
+        while len(hull) >= 2:
+            x0, y0, _ = hull[-2]
+            x1, y1, _ = hull[-1]
+            if (y1 - y0) * (x - x0) > (y - y0) * (x1 - x0):
+                break
+            hull.pop()  # on or under the chord from hull[-2] to p
+        hull.append(p)
+    steps = []
+    px = py = 0.0
+    for x, y, k in hull[1:]:
+        steps.append(Step(k, y, (y - py) / (x - px) if x > px else math.inf, y / x if x > 0.0 else math.inf))
+        px, py = x, y
+    if len(tab.paths) >= _PATHS_MAX:  # caps set before events are arbitrary: keep the memo bounded
+        tab.paths.clear()
+    out = tab.paths[key] = tuple(steps)
+    return out
+
+
+_PATHS_MAX = 4096
 
 
 _MEMO: dict[tuple[int, str, float, float], tuple[PowerModel, CurveTable]] = {}
@@ -76,6 +152,7 @@ def curve_table(model: PowerModel, workload: str, min_cap_w: float, max_cap_w: f
     run = JobState.RUNNING
     caps = [float(w) for w in range(lo, hi + 1)]
     thr = [model.throughput(probe, cap_w=w, state=run) for w in caps]
+    knots = sorted({w - lo for c in curve.caps_w for w in (math.floor(c), math.ceil(c)) if lo <= w <= hi})
     guard = thr[:]
     for i in range(len(guard) - 2, -1, -1):
         guard[i] = min(guard[i], guard[i + 1])
@@ -89,6 +166,7 @@ def curve_table(model: PowerModel, workload: str, min_cap_w: float, max_cap_w: f
         pause_kw=model.job_kw(probe, state=JobState.SUSPENDED),
         stop_kw=model.job_kw(probe, state=JobState.STOPPED),
         probe=probe,
+        knots=tuple(knots),
     )
     if len(_MEMO) >= _MEMO_MAX:
         _MEMO.clear()
@@ -142,9 +220,15 @@ def lever_loss(job: Job, kind: ActionKind, window_s: float) -> float:
     return 1.0
 
 
+# a candidate for a cap, filed by the scan while the job is at hand (job id, job, allowance, GPUs, tier):
+# the later passes read these compact entries, not tens of thousands of scattered jobs and floats
+Cand = tuple[str, Job, float, int, Tier]
+
+
 @dataclass(slots=True, eq=False)
 class Choice:
-    """A lever chosen for one job: made only for chosen jobs, turned into actions at the end."""
+    """A lever chosen for one job, turned into actions at the end: pauses, stops, economic mode's caps,
+    and target mode's caps when some are replaced by pauses (otherwise those stay in ``CapRun``)."""
 
     job: Job
     kind: ActionKind
@@ -153,3 +237,27 @@ class Choice:
     loss: float  # over the window, as a fraction
     kept: float  # throughput kept under a cap (0 for a pause or a stop)
     allow: float  # the job's allowance for this event (see ``allowance``)
+    job_id: str
+    tier: str  # ``job.tier.value``
+    before_w: float | None  # ``job.power_cap_w``: the cap before the event, put back at restore
+
+
+class CapRun(NamedTuple):
+    """Jobs capped alike by the water-filling (one bucket at one step), in shedding order.
+
+    Target mode's caps stay in runs rather than one ``Choice`` per job: a large event caps tens of
+    thousands of jobs, and the action builder reads the run's shared values once and each job's
+    compact scan entry (``Cand``) once. ``choices`` turns runs into ``Choice`` objects when a job's
+    cap has to be replaced (by a pause or a stop).
+    """
+
+    cands: list[Cand]
+    watts: int  # the cap, whole watts
+    save: float  # per-GPU kW shed, from the cap now
+    kept: float  # throughput kept under the cap
+    before_w: float | None  # the jobs' cap before the event (None: uncapped), put back at restore
+
+    def choices(self) -> list[Choice]:
+        loss = 1.0 - self.kept
+        return [Choice(job, ActionKind.CAP, self.watts, g * self.save, loss, self.kept, a, jid, tier.value,
+                       self.before_w) for jid, job, a, g, tier in self.cands]

@@ -1,14 +1,15 @@
-"""Choosing what to shed: one pass over the jobs, then a greedy pick over the few that are needed.
+"""Choosing what to shed: one pass over the jobs, then the levers in order over the few that are needed.
 
-The pass is the hot path (100k jobs in well under 250 ms): it keeps no per-job objects, only puts
-each candidate into a bucket of jobs that shed the same per-GPU kW at the same loss (same workload,
-same allowed cap, same current cap). Buckets are ranked by kW shed per unit of GPU-weighted loss —
-for a cap that ratio does not depend on the job's size — and only the buckets actually consumed are
-sorted (largest jobs first, fewer commands; then job id). ``Choice`` objects exist only for chosen jobs.
+The pass is the hot path (100k jobs in well under 250 ms): it keeps no per-job objects beyond one
+small tuple per candidate (``Cand``: what the later passes need of the job, read while it is at
+hand), filed into a bucket of jobs that have the same cap path (same workload, same allowed cap,
+same current cap): for a cap, kW shed per unit of GPU-weighted loss does not depend on the job's size.
 
-Order of levers (target mode): caps first, each as deep as its tier allows, best ratio first, the
-last one only as deep as the remaining need; then, if still short, jobs allowed to lose the whole
-event are paused, and then preemptible ones stopped (their cap from the first phase is replaced).
+Order of levers (target mode): caps first, by water-filling (``fill``): the next cap step taken is
+always the one with the best ratio across all jobs, within each job's allowance, the last one only as
+deep as the remaining need. Only if the caps cannot meet the need (every job is then at its deepest
+allowed cap) are jobs allowed to lose the whole event paused, and then preemptible ones stopped; a
+paused or stopped job's cap is dropped, never sent as well.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from operator import attrgetter
 
 from gateway.domain import ActionKind, ClusterSnapshot, Job, JobState, Tier
 from gateway.exceptions import PlanningError
-from gateway.planner.levers import Choice, CurveTable, allowance, curve_table, full_lever, lever_loss
+from gateway.planner.fill import water_fill
+from gateway.planner.levers import Cand, CapRun, Choice, CurveTable, allowance, curve_table, full_lever, lever_loss
 from gateway.planner.policy import LOSS_EPS, MIN_SHED_KW, PlannerPolicy
 from gateway.power import PowerModel
 
@@ -29,6 +31,7 @@ _RUN = JobState.RUNNING
 _CRIT = Tier.CRITICAL
 _DRAWING = frozenset({JobState.SUSPENDED, JobState.CHECKPOINTING, JobState.RESTARTING})
 _MAX_LOSS = {t: t.max_loss for t in Tier}
+_TIER_STR = {t: t.value for t in Tier}
 _CAP = ActionKind.CAP
 _PAUSE = ActionKind.PAUSE
 _STOP = ActionKind.CHECKPOINT_STOP
@@ -54,7 +57,8 @@ class Scan:
     busy_kw: float = 0.0
     spent_n: int = 0
     priced_out_n: int = 0
-    buckets: dict[_BucketKey, list[Job]] = field(default_factory=dict)
+    buckets: dict[_BucketKey, list[Cand]] = field(default_factory=dict)
+    gpus: dict[_BucketKey, int] = field(default_factory=dict)  # each bucket's GPU total
     full: list[_Full] = field(default_factory=list)
     econ: list[tuple[float, str, Job, CurveTable, float, int]] = field(default_factory=list)
 
@@ -76,7 +80,8 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
     lo_w, hi_w = policy.min_cap_w, policy.max_cap_w
     tables: dict[str, CurveTable] = {}
     # per workload: its table and the buckets of uncapped jobs, indexed by allowed-cap index
-    slots: dict[str, tuple[CurveTable, list[list[Job] | None]]] = {}
+    # (and the GPU total of each, kept as the jobs are filed: a later pass over them costs more)
+    slots: dict[str, tuple[CurveTable, list[list[Cand] | None], list[int]]] = {}
 
     def table(wl: str) -> CurveTable:
         tab = tables.get(wl)
@@ -84,15 +89,16 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
             tab = tables[wl] = curve_table(model, wl, lo_w, hi_w)
         return tab
 
-    def slot(wl: str) -> tuple[CurveTable, list[list[Job] | None]]:
+    def slot(wl: str) -> tuple[CurveTable, list[list[Cand] | None], list[int]]:
         tab = table(wl)
-        ent = slots[wl] = (tab, [None] * len(tab.kw))
+        ent = slots[wl] = (tab, [None] * len(tab.kw), [0] * len(tab.kw))
         return ent
 
     other: dict[_StateKey, int] = {}  # GPUs of jobs outside the buckets, by (workload, state, cap)
     crit: dict[_StateKey, int] = {}
     busy: dict[_StateKey, int] = {}
     capped = out.buckets
+    gpus = out.gpus
     full = out.full
     econ = out.econ
     max_loss = _MAX_LOSS
@@ -135,6 +141,7 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
         kws = tab.kw
         if left >= window_s:  # may lose the whole event: deepest cap now, pause/stop if still short
             i = 0
+            a = 1.0
             if price is not None:
                 econ.append((val, job.job_id, job, tab, cur, -1))
                 continue
@@ -144,7 +151,8 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
                 other[k] = other.get(k, 0) + g
                 continue
         else:
-            i = bisect_left(tab.guard, 1.0 - (left / window_s if left > 0.0 else 0.0) - LOSS_EPS)
+            a = left / window_s if left > 0.0 else 0.0
+            i = bisect_left(tab.guard, 1.0 - a - LOSS_EPS)
             if i >= len(kws) or kws[i] >= cur - MIN_SHED_KW:
                 spent += 1
                 k = (wl, st, cap)
@@ -153,28 +161,33 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
             if price is not None:
                 econ.append((val, job.job_id, job, tab, cur, i))
                 continue
+        cand = (job.job_id, job, a, g, tier)
         if cap is None:
             arr = ent[1]
             lst = arr[i]
             if lst is None:
-                arr[i] = [job]
+                arr[i] = [cand]
             else:
-                lst.append(job)
+                lst.append(cand)
+            ent[2][i] += g
         else:
             bk = (tab, i, cap)
             lst = capped.get(bk)
             if lst is None:
-                capped[bk] = [job]
+                capped[bk] = [cand]
+                gpus[bk] = g
             else:
-                lst.append(job)
-    for tab, arr in slots.values():
+                lst.append(cand)
+                gpus[bk] += g
+    for tab, arr, gs in slots.values():  # two workloads may share a table (unknown ones use the default)
         for i, lst in enumerate(arr):
             if lst is not None:
                 capped.setdefault((tab, i, None), []).extend(lst)
+                gpus[(tab, i, None)] = gpus.get((tab, i, None), 0) + gs[i]
     nodes = snapshot.nodes
     total_gpus = sum(map(_gpus_of, nodes)) if nodes else sum(map(_gpus_of, snapshot.jobs))
     out.floor_kw = model.idle_floor_kw(total_gpus, len(nodes))
-    parts = [tab.running_kw(model, cap) * sum(map(_gpus_of, lst)) for (tab, _, cap), lst in capped.items()]
+    parts = [key[0].running_kw(model, key[2]) * g for key, g in gpus.items()]
     parts += [cur * job.gpus for _, _, job, _, cur, _ in econ]
     parts.append(_kw_of(model, other, table))
     out.model_kw = out.floor_kw + math.fsum(parts)
@@ -186,74 +199,44 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
 
 def _cap_choice(job: Job, tab: CurveTable, cur: float, i: int, window_s: float) -> Choice:
     kept = tab.thr[i]
-    return Choice(job, _CAP, tab.lo + i, job.gpus * (cur - tab.kw[i]), 1.0 - kept, kept, allowance(job, window_s))
+    return Choice(job, _CAP, tab.lo + i, job.gpus * (cur - tab.kw[i]), 1.0 - kept, kept, allowance(job, window_s),
+                  job.job_id, _TIER_STR[job.tier], job.power_cap_w)
 
 
 def _full_choice(job: Job, tab: CurveTable, cur: float, s: Scan) -> Choice:
     kind = full_lever(job, s.window_s, s.policy.allow_checkpoint_stop)
     after = tab.stop_kw if kind is _STOP else tab.pause_kw
-    return Choice(job, kind, 0, job.gpus * (cur - after), lever_loss(job, kind, s.window_s), 0.0, 1.0)
+    return Choice(job, kind, 0, job.gpus * (cur - after), lever_loss(job, kind, s.window_s), 0.0, 1.0, job.job_id,
+                  _TIER_STR[job.tier], job.power_cap_w)
 
 
-def select_for_target(s: Scan, need_kw: float) -> tuple[list[Choice], float]:
-    """Greedy choice until ``need_kw`` is shed; returns the choices in order and what is still missing."""
-    picked: list[Choice] = []
-    remaining = need_kw
-    model = s.policy.model
-    window_s = s.window_s
-    max_loss = _MAX_LOSS
-    ranked = []
-    for key in s.buckets:
-        tab, i, cap = key
-        per_gpu = tab.running_kw(model, cap) - tab.kw[i]
-        loss = 1.0 - tab.thr[i]
-        ratio = math.inf if loss <= 0.0 else per_gpu / loss
-        ranked.append((-ratio, tab.name, i, math.inf if cap is None else cap, key))
-    ranked.sort(key=lambda r: r[:4])
-    for *_, key in ranked:
-        if remaining <= 0.0:
-            break
-        tab, i, cap = key
-        cur = tab.running_kw(model, cap)
-        jobs = s.buckets[key]
-        jobs.sort(key=_job_id)
-        jobs.sort(key=_gpus_of, reverse=True)  # stable: job id stays the tie-break
-        per_gpu = cur - tab.kw[i]
-        watts = tab.lo + i
-        kept = tab.thr[i]
-        loss = 1.0 - kept
-        for job in jobs:
-            g = job.gpus
-            shed = g * per_gpu
-            if shed >= remaining:  # the last cap goes only as deep as needed
-                c = _cap_choice(job, tab, cur, tab.cap_index_for_kw(i, cur - remaining / g), window_s)
-                picked.append(c)
-                remaining -= c.shed_kw
-                break
-            rem = job.remaining_s  # allowance() inlined (hot: one per chosen job)
-            left = max_loss[job.tier] * (job.elapsed_s + (window_s if rem is None else rem)) - job.lost_s
-            a = 1.0 if left >= window_s else (left / window_s if left > 0.0 else 0.0)
-            picked.append(Choice(job, _CAP, watts, shed, loss, kept, a))
-            remaining -= shed
-    if remaining > 0.0:
-        chosen = {c.job.job_id: c for c in picked}
-        if len(chosen) != len(picked):
-            raise duplicate_job([c.job.job_id for c in picked])
-        remaining = _pause_and_stop(s, chosen, remaining)
-        picked = list(chosen.values())
-    return picked, max(0.0, remaining)
+def select_for_target(s: Scan, need_kw: float) -> tuple[list[CapRun], list[Choice]]:
+    """Caps by water-filling (``fill``) until ``need_kw`` is shed, then pauses and stops if still short.
+
+    Returns what to shed in order: runs of caps, then single choices. When the caps meet the need
+    (the common, large case) there are only runs; otherwise every job is at its deepest cap, some are
+    paused or stopped instead, and all become choices (pauses and stops last).
+    """
+    runs, remaining = water_fill(s.buckets, s.gpus, s.policy.model, need_kw)
+    if remaining <= 0.0:
+        return runs, []
+    picked = [c for r in runs for c in r.choices()]
+    chosen = {c.job_id: c for c in picked}
+    if len(chosen) != len(picked):
+        raise duplicate_job([c.job_id for c in picked])
+    _pause_and_stop(s, chosen, remaining)
+    return [], list(chosen.values())
 
 
 def _pause_and_stop(s: Scan, chosen: dict[str, Choice], remaining: float) -> float:
     """Second phase: pauses, then stops, each replacing the job's first-phase cap."""
     steps = []
-    window_s = s.window_s
     model = s.policy.model
     full = list(s.full)
-    for (tab, i, cap), jobs in s.buckets.items():
+    for (tab, i, cap), cands in s.buckets.items():
         if i == 0:
             cur = tab.running_kw(model, cap)
-            full += [(job, tab, cur) for job in jobs if allowance(job, window_s) >= 1.0]
+            full += [(job, tab, cur) for _, job, a, _, _ in cands if a >= 1.0]
     for job, tab, cur in full:
         c = _full_choice(job, tab, cur, s)
         prev = chosen.get(job.job_id)
@@ -264,8 +247,8 @@ def _pause_and_stop(s: Scan, chosen: dict[str, Choice], remaining: float) -> flo
     for *_, gain, c in steps:
         if remaining <= 0.0:
             break
-        chosen.pop(c.job.job_id, None)
-        chosen[c.job.job_id] = c
+        chosen.pop(c.job_id, None)
+        chosen[c.job_id] = c
         remaining -= gain
     return remaining
 
@@ -296,5 +279,4 @@ def duplicate_job(job_ids: list[str]) -> PlanningError:
     return PlanningError(f"job id {dup!r} appears more than once in the snapshot: its commands would collide")
 
 
-_job_id = attrgetter("job_id")
 _gpus_of = attrgetter("gpus")
