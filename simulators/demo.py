@@ -37,7 +37,8 @@ DURATION = timedelta(hours=1)
 RAMP = timedelta(minutes=10)      # x-eiRampUp: load may start falling this long before the start
 RECOVERY = timedelta(minutes=30)  # x-eiRecovery
 AFTER = timedelta(minutes=40)     # watched after the end, for the rebound
-ARRIVALS_PER_HOUR = 8.0           # new jobs backfill what finishes, as on a busy cluster
+ARRIVALS_PER_HOUR = 10.0          # new jobs backfill what finishes, as on a busy cluster
+FILL = 0.97                       # share of the GPUs busy when the demo starts
 SHED_PCT = 25.0                   # LOAD_CONTROL x-loadControlPercentOffset, as in the Phoenix event
 
 
@@ -54,7 +55,7 @@ def demo_config(vtn_url: str, journal: Path) -> DcflexConfig:
     return DcflexConfig.model_validate({
         "ven": {"vtn_url": vtn_url, "ven_name": "dcflex-demo", "ven_id": VEN_ID, "poll_interval_s": 0.5},
         "site": {"site_id": "demo", "nodes": 64, "gpus_per_node": 8, "ramp_rate_kw_per_min": 15.0, "baseline_minutes": 15},
-        "policy": {"replan_interval_s": 120.0, "replan_drift_kw": 6.0, "tolerance_kw": 2.0},
+        "policy": {"replan_interval_s": 60.0, "replan_drift_kw": 6.0, "tolerance_kw": 2.0},
         "journal": {"path": str(journal)},
         "api": {"enabled": True, "port": 0},
     })
@@ -70,7 +71,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             cfg = demo_config(vtn.vtn_url, Path(tmp) / "journal.sqlite3")
             model = power_model(cfg)
             cluster = SimulatedCluster(
-                clock, model, cfg.site.nodes, cfg.site.gpus_per_node, demo_mix(opts.seed),
+                clock, model, cfg.site.nodes, cfg.site.gpus_per_node, demo_mix(opts.seed, fill=FILL),
                 seed=opts.seed, noise_kw=0.3, arrivals=demo_arrivals(ARRIVALS_PER_HOUR),
             )
             timeline = Timeline(console, clock, start)

@@ -373,14 +373,21 @@ class Engine:
             run.needs_plan = True
         elif kw < target - policy.replan_drift_kw and run.state is EventState.HOLDING:
             await self._relax(run, now, target - kw)
-        elif kw > target + policy.tolerance_kw and run.running_jobs is not None:
-            try:
-                snapshot = await self.scheduler.snapshot()
-            except AdapterError:
-                return  # the next check tries again; a failing scheduler is alerted by the re-plan
-            if _running(snapshot) != run.running_jobs:
-                self.journal.log(run.event_id, "jobs_changed", now, {"kw": kw, "target_kw": target})
+        elif kw > target + policy.tolerance_kw:
+            # over target by less than the drift threshold: re-plan when the jobs changed, or when the
+            # last check was over target too (two readings in a row are not noise)
+            changed = run.running_jobs is None
+            if not changed:
+                try:
+                    snapshot = await self.scheduler.snapshot()
+                except AdapterError:
+                    return  # the next check tries again; a failing scheduler is alerted by the re-plan
+                changed = _running(snapshot) != run.running_jobs
+            if changed or run.over_target:
+                self.journal.log(run.event_id, "over_target", now,
+                                 {"kw": kw, "target_kw": target, "jobs_changed": changed})
                 run.needs_plan = True
+        run.over_target = kw > target + policy.tolerance_kw
 
     async def _replan(self, run: Run, now: datetime, reuse: Plan | None = None) -> None:
         """Plan from a fresh snapshot (or reuse the acceptance plan when it is under a second old)."""

@@ -24,6 +24,7 @@ class Run:
     last_target: float | None = None
     shortfall_kw: float = 0.0
     running_jobs: frozenset[str] | None = None  # at the last plan, to notice jobs ending or starting
+    over_target: bool = False  # at the last check
     first_plan: Plan | None = None  # made on acceptance; reused when the ramp starts right away
 
     @property
