@@ -309,10 +309,13 @@ class Engine:
                     await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     def _next_wake(self, now: datetime) -> datetime:
-        times = [now + timedelta(seconds=self.settings.policy.replan_interval_s)]
+        commands = [a.at for r in self.runs.values() for a in r.pending]
+        commands += [u.action.at for r in self.runs.values() for u in r.undos]
+        if any(t <= now for t in commands):
+            return now  # fell due while the last step ran: go again at once
+        times = [*commands, now + timedelta(seconds=self.settings.policy.replan_interval_s)]
         for run in self.runs.values():
             d = run.directive
-            times += [a.at for a in run.pending] + [u.action.at for u in run.undos]
             if run.state in _WAITING:
                 times.append(d.ramp_start)
             if run.state in _ACTIVE:
