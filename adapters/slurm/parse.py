@@ -23,32 +23,20 @@ shape makes that one job (or node) be skipped, logged on ``dcflex.adapters.slurm
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Generic, TypeVar
 
-from adapters.slurm.fields import (
-    NO_VAL,
-    FieldError,
-    gpu_count,
-    kind,
-    read_bool,
-    read_hosts,
-    read_num,
-    read_obj,
-    read_str,
-    read_strings,
-    read_time,
-)
+from adapters.slurm.fields import FieldError, gpu_count, kind, read_hosts, read_obj, read_str, read_strings
 from adapters.slurm.gres import gpus_in_gres, gpus_in_tres
+from adapters.slurm.jobrecord import BASE_JOB_STATES, job_from_json
 from adapters.slurm.jsonstream import JsonSyntaxError, StreamedObject
 from adapters.slurm.model import SlurmJob, SlurmNode
 from gateway.exceptions import AdapterError
 
 __all__ = [
-    "DocumentInfo", "ParseResult", "SlurmJson",
+    "BASE_JOB_STATES", "DocumentInfo", "ParseResult", "SlurmJson",
     "parse_sinfo", "parse_sinfo_result", "parse_squeue", "parse_squeue_result",
 ]
 
@@ -56,20 +44,10 @@ log = logging.getLogger("dcflex.adapters.slurm")
 T = TypeVar("T")
 SlurmJson = str | bytes | bytearray | memoryview | Mapping[str, object] | Iterable[bytes]
 
-BASE_JOB_STATES = frozenset({
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL",
-    "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
-})
-# 22.05 prints only a flag's name when one is set; the base state it implies.
-_FLAG_BASE = {
-    "REQUEUED": "PENDING", "REQUEUE_HOLD": "PENDING", "REQUEUE_FED": "PENDING", "RESV_DEL_HOLD": "PENDING",
-    "SPECIAL_EXIT": "PENDING", "CONFIGURING": "RUNNING", "RESIZING": "RUNNING", "SIGNALING": "RUNNING",
-    "STOPPED": "RUNNING", "COMPLETING": "COMPLETING", "STAGE_OUT": "COMPLETING",
-}
-_HOLD_FLAGS = frozenset({"REQUEUE_HOLD", "SPECIAL_EXIT", "RESV_DEL_HOLD"})
-_HOLD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 _MAX_LOGGED = 20
-_intern = sys.intern
+# Per-node, per-core allocation detail inside ``job_resources`` (22.05, 24.05): the bulk of a large job's
+# record and never read here, so a large record is decoded without it (see ``StreamedObject``).
+_UNREAD_JOB_LISTS = ("allocated_nodes", "allocation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +90,12 @@ def parse_squeue_result(data: SlurmJson, *, command: str = "squeue --json") -> P
     """
     jobs: list[SlurmJob] = []
     problems: list[str] = []
-    doc = _Document(data, ("jobs",), command)
+    doc = _Document(data, ("jobs",), command, elide=_UNREAD_JOB_LISTS)
+    dates: dict[int, datetime] = {}
     for _key, index, obj in doc.elements():
         path = f"$.jobs[{index}]"
         try:
-            jobs.append(_job(obj, path))
+            jobs.append(job_from_json(obj, path, dates))
         except FieldError as bad:
             _skip(command, "job", bad, problems)
     info = doc.finish(len(jobs))
@@ -151,9 +130,10 @@ def parse_sinfo_result(data: SlurmJson, *, command: str = "sinfo --json") -> Par
 class _Document:
     """The top level: streams the records, then checks ``errors`` and reads ``meta``."""
 
-    def __init__(self, data: SlurmJson, keys: tuple[str, ...], command: str) -> None:
+    def __init__(self, data: SlurmJson, keys: tuple[str, ...], command: str, elide: tuple[str, ...] = ()) -> None:
         self.command = command
         self.keys = keys
+        self.elide = elide
         self.header: dict[str, object] = {}
         self.found: str | None = None
         self._data = data
@@ -165,7 +145,7 @@ class _Document:
             return
         if isinstance(data, bytes | bytearray | memoryview | str) and not len(data):
             raise AdapterError(f"{self.command}: empty output", adapter="slurm")
-        stream = StreamedObject(data, self.keys)
+        stream = StreamedObject(data, self.keys, elide=self.elide)
         try:
             yield from stream.items()
         except JsonSyntaxError as exc:
@@ -232,127 +212,6 @@ def _skip(command: str, what: str, bad: FieldError, problems: list[str]) -> None
         log.warning("%s: skipping a %s: %s at %s", command, what, bad.message, bad.path)
     elif len(problems) == _MAX_LOGGED + 1:
         log.warning("%s: more %ss skipped; not logging each (see ParseResult.problems)", command, what)
-
-
-# ------------------------------------------------------------------------------------------ jobs
-
-
-def _job_state(v: object, path: str) -> tuple[str, tuple[str, ...]]:
-    if type(v) is str:
-        if v in BASE_JOB_STATES:
-            return v, ()
-        implied = _FLAG_BASE.get(v)
-        if implied is not None:
-            return implied, (v,)
-        return v, ()
-    if type(v) is list and v and all(type(x) is str for x in v):
-        states: list[str] = v
-        base = next((s for s in states if s in BASE_JOB_STATES), None)
-        if base is None:
-            return _FLAG_BASE.get(states[0], states[0]), tuple(states)
-        return base, tuple(s for s in states if s != base)
-    raise FieldError(f"{path}.job_state", f"expected a state name or a list of them, got {kind(v)}")
-
-
-def _job_id(j: dict[str, object], raw_id: int, path: str) -> tuple[str, int | None, int | None, int | None, int | None]:
-    """Slurm's own notation: ``123``, ``123_4`` (array task), ``123_[5-9]`` (array's pending rest), ``123+0`` (het)."""
-    get = j.get
-    het = v if type(v := get("het_job_id")) is int and v < NO_VAL else read_num(j, "het_job_id", path)
-    array = v if type(v := get("array_job_id")) is int and v < NO_VAL else read_num(j, "array_job_id", path)
-    if het:
-        offset = read_num(j, "het_job_offset", path) or 0
-        return f"{het}+{offset}", None, None, het, offset
-    if array:
-        task = read_num(j, "array_task_id", path)
-        if task is not None:
-            return f"{array}_{task}", array, task, None, None
-        pending = read_str(j, "array_task_string", path).split("%", 1)[0]
-        if pending:  # the not-yet-split record of an array's pending tasks
-            return f"{array}_[{pending}]", array, None, None, None
-        return str(raw_id), array, None, None, None
-    return str(raw_id), None, None, None, None
-
-
-def _job_gpus(j: dict[str, object], path: str, node_count: int) -> int:
-    """Allocated GPUs when Slurm says (TRES, then per-node detail), else what the job asks for."""
-    n = gpu_count(gpus_in_tres, read_str(j, "tres_alloc_str", path), path, "tres_alloc_str")
-    if n is not None:
-        return n
-    detail = read_strings(j, "gres_detail", path)
-    if detail:
-        total, found = 0, False
-        for i, d in enumerate(detail):
-            c = gpu_count(gpus_in_gres, d, path, f"gres_detail[{i}]")
-            if c is not None:
-                total, found = total + c, True
-        if found:
-            return total
-    n = gpu_count(gpus_in_gres, read_str(j, "tres_per_job", path), path, "tres_per_job")
-    if n is not None:
-        return n
-    n = gpu_count(gpus_in_gres, read_str(j, "tres_per_node", path), path, "tres_per_node")
-    if n is not None:
-        return n * node_count
-    n = gpu_count(gpus_in_gres, read_str(j, "tres_per_task", path), path, "tres_per_task")
-    if n is not None:
-        return n * (read_num(j, "tasks", path) or node_count)
-    n = gpu_count(gpus_in_gres, read_str(j, "tres_per_socket", path), path, "tres_per_socket")
-    if n is not None:
-        return n * (read_num(j, "sockets_per_node", path) or 1) * node_count
-    return gpu_count(gpus_in_tres, read_str(j, "tres_req_str", path), path, "tres_req_str") or 0
-
-
-def _job_nodes(j: dict[str, object], path: str) -> tuple[str, ...]:
-    expr = read_str(j, "nodes", path)
-    if expr:
-        return read_hosts(expr, path, "nodes")
-    res = j.get("job_resources")
-    if type(res) is dict:
-        inner = res.get("nodes")
-        if type(inner) is dict:  # 24.05: {"count", "list", "allocation", ...}
-            inner = inner.get("list")
-        if type(inner) is str and inner:
-            return read_hosts(inner, path, "job_resources.nodes")
-    return ()
-
-
-_STR_KEYS = ("name", "account", "partition", "qos", "comment", "state_reason", "user_name")
-_TIME_KEYS = ("submit_time", "start_time", "end_time")
-_MAX_TS = 253402300799  # 9999-12-31T23:59:59Z, the last second datetime can hold
-_fromtimestamp = datetime.fromtimestamp
-
-
-def _job(obj: object, path: str) -> SlurmJob:
-    """One job record → ``SlurmJob``. The common shapes are read inline (this runs once per job, and a
-    100 000-job cluster is the target); anything else goes through the ``fields`` readers, which
-    accept every documented shape or raise ``FieldError`` with the field's path."""
-    if type(obj) is not dict:
-        raise FieldError(path, f"expected an object, got {kind(obj)}")
-    j: dict[str, object] = obj
-    get = j.get
-    raw_id = get("job_id")
-    if type(raw_id) is not int or raw_id <= 0:
-        raise FieldError(f"{path}.job_id", f"expected a positive integer, got {raw_id!r}"[:200])
-    state, flags = _job_state(get("job_state"), path)
-    job_id, array_id, task_id, het_id, het_offset = _job_id(j, raw_id, path)
-    name, account, partition, qos, comment, reason, user = [
-        _intern(v) if type(v := get(k)) is str else read_str(j, k, path) for k in _STR_KEYS]
-    submit, start, end = [
-        _fromtimestamp(v, UTC) if type(v := get(k)) is int and 0 < v <= _MAX_TS else read_time(j, k, path)
-        for k in _TIME_KEYS]
-    nodes = _job_nodes(j, path)
-    node_count = v if type(v := get("node_count")) is int and 0 < v < NO_VAL else read_num(j, "node_count", path)
-    limit = v if type(v := get("time_limit")) is int and v < NO_VAL else read_num(j, "time_limit", path)
-    restarts = v if type(v := get("restart_cnt")) is int else read_num(j, "restart_cnt", path)
-    hold = v if (v := get("hold")) is True or v is False else read_bool(j, "hold", path)
-    requeue = v if (v := get("requeue")) is True or v is False else read_bool(j, "requeue", path)
-    held = hold or reason in _HOLD_REASONS or (bool(flags) and not _HOLD_FLAGS.isdisjoint(flags))
-    return SlurmJob(
-        job_id, name, user or str(get("user_id", "")), account, partition, qos, comment, state, reason, nodes,
-        _job_gpus(j, path, node_count or len(nodes) or 1), requeue, submit, start, end,
-        None if limit is None else limit * 60.0,
-        array_id, task_id, het_id, het_offset, flags, held, restarts or 0,
-    )
 
 
 # ----------------------------------------------------------------------------------------- nodes

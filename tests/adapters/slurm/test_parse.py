@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime
@@ -146,7 +147,7 @@ def test_windows_cut_anywhere_including_inside_utf8_and_numbers() -> None:
     d["jobs"][0]["job_id"] = 123456789
     data = json.dumps(d, ensure_ascii=False).encode()
     for size in (1, 2, 3, 7, 64):
-        stream = StreamedObject((data[i:i + size] for i in range(0, len(data), size)), ["jobs"], chunk_chars=size)
+        stream = StreamedObject((data[i:i + size] for i in range(0, len(data), size)), ["jobs"], chunk_bytes=size)
         items = [obj for _, _, obj in stream.items() if isinstance(obj, dict)]
         assert len(items) == 10 and items[0]["job_id"] == 123456789
         assert items[0]["name"] == "entraînement-🚀"
@@ -171,6 +172,60 @@ def test_22_05_jobs_with_later_field_shapes_still_parse() -> None:
     (job, *_) = parse_squeue(d)
     assert job.time_limit_s == 1800 and job.start_time == datetime.fromtimestamp(1795679377, UTC)
     assert job.state == "RUNNING"
+
+
+def counter(number: object, *, set_: bool = True, infinite: bool = False) -> dict[str, object]:
+    return {"set": set_, "infinite": infinite, "number": number}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "attribute", "expected"),
+    [
+        ({"time_limit": counter(30)}, "time_limit_s", 1800.0),
+        ({"time_limit": counter(30.0)}, "time_limit_s", 1800.0),
+        ({"time_limit": 30.0}, "time_limit_s", 1800.0),
+        ({"time_limit": counter(0, set_=False)}, "time_limit_s", None),
+        ({"time_limit": counter(0, infinite=True)}, "time_limit_s", None),
+        ({"time_limit": counter(0xFFFFFFFE)}, "time_limit_s", None),  # NO_VAL
+        ({"time_limit": 0xFFFFFFFF}, "time_limit_s", None),  # INFINITE
+        ({"time_limit": None}, "time_limit_s", None),
+        ({"restart_cnt": counter(2)}, "restart_count", 2),
+        ({"restart_cnt": None}, "restart_count", 0),
+        ({"hold": 1}, "held", True),
+        ({"hold": True}, "held", True),
+        ({"requeue": 0}, "requeue", False),
+        ({"start_time": counter(0)}, "start_time", None),
+        ({"start_time": -5}, "start_time", None),
+        ({"start_time": counter(1795679377)}, "start_time", datetime.fromtimestamp(1795679377, UTC)),
+        ({"end_time": 10**15}, "end_time", None),  # past datetime's range: "never"
+        ({"array_job_id": counter(77), "array_task_id": counter(3)}, "job_id", "77_3"),
+        ({"array_job_id": counter(77), "array_task_id": counter(0, set_=False), "array_task_string": "5-9%2"},
+         "job_id", "77_[5-9]"),
+        ({"het_job_id": counter(9), "het_job_offset": counter(1)}, "job_id", "9+1"),
+        ({"het_job_id": None, "array_job_id": None}, "job_id", "1"),
+        ({"job_state": ["RUNNING", "CONFIGURING"]}, "state_flags", ("CONFIGURING",)),
+        ({"job_state": ["PENDING"], "state_reason": "JobHeldAdmin"}, "held", True),
+        ({"user_name": "", "user_id": 1001}, "user", "1001"),
+        ({"nodes": "", "job_resources": {"nodes": {"list": "gpu[1-2]", "allocation": []}}}, "nodes", ("gpu1", "gpu2")),
+        ({"gres_detail": [], "tres_alloc_str": "cpu=4", "node_count": counter(3)}, "gpus", 6),  # gres:gpu:2 per node
+    ],
+)
+def test_every_field_shape_reads_the_same(overrides: dict[str, Any], attribute: str, expected: object) -> None:
+    """Slurm 22.05's plain values and 23.x+'s counter objects (and a few odd shapes) in a 22.05 record."""
+    d = doc("22.05")
+    d["jobs"] = [dict(d["jobs"][0], **overrides)]
+    for data in (d, json.dumps(d).encode()):
+        (job,) = parse_squeue(data)
+        assert getattr(job, attribute) == expected
+
+
+def test_job_records_are_complete_slurm_jobs() -> None:
+    """``SlurmJob`` is built slot by slot (no ``__init__``): every field is set, and there is no check skipped."""
+    assert "__post_init__" not in vars(SlurmJob)
+    for version in ("22.05", "23.11", "24.05"):
+        for job in parse_squeue(raw(version, "squeue.json")):
+            assert dataclasses.replace(job) == job  # reads every field back into __init__
+            assert hash(job) == hash(dataclasses.replace(job))
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,19 @@ def test_tag_wins_over_rules_and_checkpoint_tag_survives_rule_tiers() -> None:
     assert only_ck.rule.startswith("rules[0]")
 
 
+def test_restart_tag_sets_the_restart_time_whoever_decides_the_tier() -> None:
+    r = resolver(TierRule(tier=Tier.PREEMPTIBLE, partition="batch"))
+    tagged = r.resolve(make_job(comment="dcflex:tier=flex-10 dcflex:restart=45s dcflex:checkpoint=USR1:20"))
+    assert tagged == JobPolicy(Tier.FLEX_10, "USR1", 20.0, "comment tag", 45.0)
+    by_rule = r.resolve(make_job(comment="dcflex:restart=2.5"))
+    assert (by_rule.tier, by_rule.restart_s) == (Tier.PREEMPTIBLE, 2.5)
+    assert to_domain(make_job(), by_rule, NOW).restart_s == 2.5
+    assert to_domain(make_job(), JobPolicy(Tier.FLEX_10), NOW).restart_s == 120.0  # the domain default
+    for bad, problem in (("dcflex:restart=-1", "outside [0, 3600]"), ("dcflex:restart=later", "not a number")):
+        tags = parse_comment_tags(bad)
+        assert tags.restart_s is None and len(tags.problems) == 1 and problem in tags.problems[0]
+
+
 def test_invalid_tag_falls_through_to_rules_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     r = resolver(TierRule(tier=Tier.FLEX_50, partition="batch"))
     comment = "dcflex:tier=flex-99 dcflex:checkpoint=KILL:30"
