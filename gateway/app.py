@@ -19,25 +19,16 @@ from gateway.engine import Engine, EngineSettings
 from gateway.exceptions import ConfigError
 from gateway.journal import Journal
 from gateway.ports import PowerMeter, SchedulerPort, Sink
-from gateway.power import PowerModel, default_curves
-from gateway.power.curves import load_curves_file
+from gateway.power import PowerModel
 from gateway.power.meter import ModelledMeter
+from gateway.power.site import site_power_model
 from gateway.ven import Ven
 
 log = logging.getLogger("dcflex")
 
 
 def power_model(cfg: DcflexConfig) -> PowerModel:
-    site = cfg.site
-    curves = load_curves_file(site.curves_file) if site.curves_file else default_curves()
-    return PowerModel(
-        curves=curves,
-        gpu_idle_w=site.gpu_idle_w,
-        node_base_w=site.node_base_w,
-        overhead=site.overhead,
-        min_cap_w=site.min_cap_w,
-        max_cap_w=site.max_cap_w,
-    )
+    return site_power_model(cfg.site)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from gateway.policy import SiteContext, map_event
 from gateway.ports import PowerMeter, SchedulerPort, Sink
 from gateway.power import PowerModel
 from gateway.power.history import PowerHistory
+from gateway.power.site import site_power_model
 
 log = logging.getLogger("dcflex.engine")
 
@@ -71,13 +72,7 @@ class Engine:
         self.clock = clock
         self.settings = settings
         site = settings.site
-        self.model = model or PowerModel(
-            gpu_idle_w=site.gpu_idle_w,
-            node_base_w=site.node_base_w,
-            overhead=site.overhead,
-            min_cap_w=site.min_cap_w,
-            max_cap_w=site.max_cap_w,
-        )
+        self.model = model or site_power_model(site)
         self.planner_policy = PlannerPolicy(
             model=self.model,
             ramp_rate_kw_per_min=site.ramp_rate_kw_per_min,
