@@ -33,10 +33,11 @@ Nothing here persists: after a restart the handler sees events again and dedupli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -386,9 +387,10 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     async def _poll(self) -> None:
         if self._closed:
             return
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
+        with self._tracked():
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
         try:
             self._polls += 1
             for _ in range(MAX_MESSAGES_PER_POLL):
@@ -400,9 +402,6 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
                 await self.sync_events()
         except Exception:
             logger.exception("polling the VTN failed; the next poll retries")
-        finally:
-            if task is not None:
-                self._inflight.discard(task)
 
     async def _dispatch(self, message_type: str, payload: dict[str, Any]) -> None:
         """openleadr's ``_poll`` message switch, with its gaps filled."""
@@ -458,9 +457,10 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     async def update_report(self, report_request_id: str) -> None:
         if self._closed:
             return
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
+        with self._tracked():
+            await self._update_report_once(report_request_id)
+
+    async def _update_report_once(self, report_request_id: str) -> None:
         try:
             request = utils.find_by(self.report_requests, "report_request_id", report_request_id)
             if request is not None and not request.get("r_ids"):
@@ -475,6 +475,15 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
                 await super().update_report(report_request_id)
         except Exception:
             logger.exception("could not build report %s", report_request_id)
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        """Count the current task as in flight, so ``stop()`` waits for it instead of cutting it off."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            yield
         finally:
             if task is not None:
                 self._inflight.discard(task)
