@@ -6,7 +6,7 @@ Slurm's formatting and field set; each replica gets new ids (``job_id``, ``array
 ``het_job_id`` shifted together, so arrays and het jobs stay consistent). Then times, on the bytes as
 ``squeue`` would hand them over:
 
-- ``json_s``: the streaming JSON decode alone (the floor any parser built on ``json`` pays);
+- ``json_s``: the streaming decode alone (element boundaries and ``orjson``: the floor of ``parse_s``);
 - ``parse_s``: ``parse_squeue_result`` (decode + convert to ``SlurmJob``);
 - ``resolve_s`` / ``to_domain_s``: ``TierResolver.resolve`` and ``to_domain`` for every job;
 - ``total_s`` = parse + resolve + to_domain (median of ``--runs``);

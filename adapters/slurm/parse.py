@@ -91,7 +91,7 @@ def parse_squeue_result(data: SlurmJson, *, command: str = "squeue --json") -> P
     jobs: list[SlurmJob] = []
     problems: list[str] = []
     doc = _Document(data, ("jobs",), command, elide=_UNREAD_JOB_LISTS)
-    dates: dict[int, datetime] = {}
+    dates: dict[int, datetime] = {}  # one datetime per distinct second in this document (see job_from_json)
     for _key, index, obj in doc.elements():
         path = f"$.jobs[{index}]"
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from adapters.slurm import jsonstream
 from adapters.slurm.jsonstream import ELIDE_FROM_BYTES, StreamedObject
 from adapters.slurm.parse import parse_squeue
 from gateway.exceptions import AdapterError
@@ -152,6 +153,31 @@ def test_text_that_cannot_be_utf8() -> None:
     text = data.decode().replace('"name": "', '"name": "\ud800', 1)
     with pytest.raises(AdapterError, match="not valid Unicode text"):
         parse_squeue(text)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"jobs": [,]}', "expected a value, found ',' at $.jobs[0] (byte 10)"),
+        (b'{"meta": }', "expected a value, found '}' at $.meta (byte 9)"),
+        (b'{"jobs" []}', "expected ':', found '[' at $.jobs (byte 8)"),
+        (b'{jobs: []}', "expected '\"', found 'j' at $ (byte 1)"),
+        (b'{"jobs": [1 2]}', "expected ',' or ']', found '2' at $.jobs (byte 12)"),
+        (b'{"meta": {"a": \xe9t\xe9}}', "invalid UTF-8"),
+    ],
+)
+def test_structure_errors_say_what_and_where(data: bytes, message: str) -> None:
+    for form in (data, chunks(data, 3)):
+        with pytest.raises(AdapterError) as err:
+            parse_squeue(form)
+        assert message in str(err.value)
+
+
+def test_a_job_larger_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonstream, "MAX_VALUE_BYTES", 2000)
+    data, _ = document("22.05", 3)
+    with pytest.raises(AdapterError, match=r"a value larger than 2000 bytes at \$\.jobs\[0\]"):
+        parse_squeue(chunks(data, 500))
 
 
 # ------------------------------------------------------------------------------- elided lists

@@ -219,6 +219,14 @@ def test_every_field_shape_reads_the_same(overrides: dict[str, Any], attribute: 
         assert getattr(job, attribute) == expected
 
 
+def test_jobs_of_one_document_share_equal_times() -> None:
+    jobs = by_id(parse_squeue(raw("22.05", "squeue.json")))
+    array = [jobs[k] for k in ("4_0", "4_1", "4_2")]
+    assert array[0].submit_time is not None
+    assert all(j.submit_time is array[0].submit_time for j in array)  # one object, not three equal ones
+    assert jobs["1"].start_time is jobs["2"].start_time == datetime.fromtimestamp(1795679377, UTC)
+
+
 def test_job_records_are_complete_slurm_jobs() -> None:
     """``SlurmJob`` is built slot by slot (no ``__init__``): every field is set, and there is no check skipped."""
     assert "__post_init__" not in vars(SlurmJob)
