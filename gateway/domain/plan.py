@@ -165,7 +165,7 @@ class Plan:
 
     ``shed`` runs from the directive's ramp start; ``restore`` undoes it after the end, staggered so
     the site comes back within the ramp rate. ``job_loss`` is each touched job's expected
-    throughput loss over the event, as a fraction.
+    throughput loss over the event, as a fraction, in the order the jobs are shed.
     """
 
     event_id: str

@@ -143,7 +143,6 @@ def _shed_runs(event_id: str, runs: list[tuple[CapRun, list[float]]], offsets: l
     tiers = _TIER_STR
     cap_key = f"{event_id}/cap/"
     uncap_key = f"{event_id}/uncap/"
-    reasons: dict[tuple[int, float, Tier, float], tuple[str, str]] = {}  # many jobs share a reason
     pos = 0
     last = back_last = -1
     at = shed_at(0)
@@ -154,7 +153,7 @@ def _shed_runs(event_id: str, runs: list[tuple[CapRun, list[float]]], offsets: l
         loss = 1.0 - kept
         tail = f"/{watts_i}"
         back_reason = _back_reason(prev)
-        whole: dict[Tier, tuple[str, str]] = {}  # the reasons of jobs allowed to lose the whole event
+        reasons: dict[tuple[Tier, float], tuple[str, str]] = {}  # a run's jobs share few reasons
         end = pos + len(rk)
         for (jid, _, allow, _, tier), kw, off, back_off in zip(r.cands, rk, offsets[pos:end], back_offsets[pos:end],
                                                                 strict=True):
@@ -164,13 +163,9 @@ def _shed_runs(event_id: str, runs: list[tuple[CapRun, list[float]]], offsets: l
             if back_off != back_last:
                 back = back_at(back_off)
                 back_last = back_off
-            hit = whole.get(tier) if allow == 1.0 else reasons.get((watts_i, kept, tier, allow))
+            hit = reasons.get((tier, allow))
             if hit is None:
-                hit = (_cap_reason(watts_i, kept, tiers[tier], allow, ""), tiers[tier])
-                if allow == 1.0:
-                    whole[tier] = hit
-                else:
-                    reasons[(watts_i, kept, tier, allow)] = hit
+                hit = reasons[(tier, allow)] = (_cap_reason(watts_i, kept, tiers[tier], allow, ""), tiers[tier])
             reason, tier_s = hit
             append(new(f"{cap_key}{jid}{tail}", _CAP, at, jid, (), watts, -kw, tier_s, reason))
             add_back(new(f"{uncap_key}{jid}", _UNCAP, back, jid, (), prev, kw, tier_s, back_reason))

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import gc
 from datetime import datetime, timedelta
-from itertools import islice
-from operator import eq, itemgetter
+from operator import itemgetter
 
 from gateway.domain import ActionKind, ClusterSnapshot, Directive, Job, Plan, Shortfall
 from gateway.exceptions import PlanningError
@@ -113,12 +112,11 @@ def _plan(directive: Directive, now: datetime, target: float | None, expected: f
 
 
 def _job_loss(timed: Timed) -> tuple[tuple[str, float], ...]:
-    """Each touched job's loss, by job id; a job id seen twice (a bad snapshot) is an error."""
+    """Each touched job's loss, in shedding order (itself independent of the snapshot's order); a job
+    id seen twice (a bad snapshot) is an error."""
     pairs = timed.job_loss()
-    pairs.sort(key=itemgetter(0))
-    ids = list(map(itemgetter(0), pairs))
-    if any(map(eq, ids, islice(ids, 1, None))):  # sorted: a duplicate sits next to its twin
-        raise duplicate_job(ids)
+    if len(set(map(itemgetter(0), pairs))) != len(pairs):
+        raise duplicate_job([jid for jid, _ in pairs])
     return tuple(pairs)
 
 

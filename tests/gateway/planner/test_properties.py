@@ -117,7 +117,7 @@ def check_contract(p: Plan, snap: ClusterSnapshot, d: Directive, policy: Planner
     # every tier is a hard contract (a preemptible job may be stopped outright: restart cost on top)
     w = window_s(d)
     kinds = {a.job_id: a.kind for a in p.shed if a.kind is not ActionKind.HOLD_NODES}
-    assert [j for j, _ in p.job_loss] == sorted(kinds)
+    assert [j for j, _ in p.job_loss] == list(kinds)  # in shedding order
     for jid, loss in p.job_loss:
         job = by_id[jid]
         if kinds[jid] is ActionKind.CHECKPOINT_STOP:
