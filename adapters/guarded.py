@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from gateway.domain import Action, ClusterSnapshot
@@ -61,3 +61,6 @@ class GuardedScheduler:
 
     def describe(self, action: Action) -> list[str]:
         return self.inner.describe(action)
+
+    def recall_caps(self, caps: Mapping[str, float]) -> None:
+        self.inner.recall_caps(caps)

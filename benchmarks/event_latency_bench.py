@@ -19,6 +19,7 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ class FirstCommand:
 
     def describe(self, action: Action) -> list[str]:
         return self.inner.describe(action)
+
+    def recall_caps(self, caps: Mapping[str, float]) -> None:
+        self.inner.recall_caps(caps)
 
     async def read_kw(self) -> float:
         return await self.inner.read_kw()

@@ -18,7 +18,8 @@ class SchedulerPort(Protocol):
 
     ``apply`` must be idempotent for a given ``action.key`` (applying a done action again changes
     nothing) and must raise ``AdapterError`` subclasses only. ``describe`` says, without doing it,
-    which commands ``apply`` would run: the dry-run mode prints it.
+    which commands ``apply`` would run: the dry-run mode prints it. ``recall_caps`` hands over what
+    the journal remembers of the gateway's power caps after a restart.
     """
 
     name: str
@@ -28,6 +29,13 @@ class SchedulerPort(Protocol):
     async def apply(self, action: Action) -> None: ...
 
     def describe(self, action: Action) -> list[str]: ...
+
+    def recall_caps(self, caps: Mapping[str, float]) -> None:
+        """GPU power limits (watts by job id) the gateway set and has not lifted, from its journal,
+        handed over once at start-up. A scheduler that cannot read limits back (Slurm) takes them as
+        its own memory, so a restarted gateway still sees capped jobs as capped; one that reads them
+        (the simulated cluster) has nothing to learn."""
+        ...
 
 
 class PowerMeter(Protocol):

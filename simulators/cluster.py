@@ -14,7 +14,7 @@ measured outcome differ only by what the plan could not know: jobs ending, arriv
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -109,6 +109,9 @@ class SimulatedCluster:
     async def read_kw(self) -> float:
         self._advance()
         return self._measured()
+
+    def recall_caps(self, caps: Mapping[str, float]) -> None:
+        """Nothing to learn: the simulated cluster reports each job's power limit itself."""
 
     def describe(self, action: Action) -> list[str]:
         k, jid = action.kind, action.job_id

@@ -126,6 +126,13 @@ class SlurmAdapter:
             await self._handlers[action.kind](action)
             self._done.add(action.key)
 
+    def recall_caps(self, caps: Mapping[str, float]) -> None:
+        """Slurm does not report GPU power limits: after a restart, the ones the journal says dcflex set
+        (clamped as ``apply`` would have) become the adapter's memory again; the next snapshot drops
+        those of jobs that are no longer running."""
+        for job_id, watts in caps.items():
+            self.levers.caps.setdefault(job_id, self.commands.clamp(watts))
+
     def describe(self, action: Action) -> list[str]:
         try:
             return self._describe(action)

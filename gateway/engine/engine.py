@@ -232,6 +232,7 @@ class Engine:
 
     async def _resume(self) -> None:
         now = self.clock.now()
+        self.scheduler.recall_caps(self.journal.caps_in_force())
         for rec in self.journal.events(active_only=True):
             if rec.directive is None:
                 self.journal.set_state(rec.event_id, EventState.FAILED, now, "no directive in the journal")

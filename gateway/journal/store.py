@@ -302,6 +302,20 @@ class Journal:
         ).fetchall()
         return {str(r[0]) for r in rows}
 
+    def caps_in_force(self) -> dict[str, float]:
+        """Each job's power cap the gateway sent (or may have: ``sending``) and has not lifted, by job
+        id: the most recent one, when a re-plan capped a job again."""
+        rows = self._db.execute(
+            "SELECT job_id, body FROM actions WHERE kind='cap' AND undo_of IS NULL AND state IN ('done','sending')"
+            " ORDER BY updated_at, rowid"
+        ).fetchall()
+        caps: dict[str, float] = {}
+        for job_id, body in rows:
+            watts = action_from_dict(json.loads(body)).watts
+            if watts is not None:
+                caps[str(job_id)] = watts
+        return caps
+
     def prior_caps(self, owner: str) -> dict[str, float]:
         rows = self._db.execute("SELECT job_id, watts FROM prior_caps WHERE owner=?", (owner,)).fetchall()
         return {str(r[0]): float(r[1]) for r in rows}

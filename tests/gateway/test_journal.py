@@ -56,6 +56,19 @@ def test_outstanding_counts_sending_and_done_until_undone(tmp_path: Path) -> Non
         assert [r.action.job_id for r in j.outstanding("e2")] == ["a"]
 
 
+def test_caps_in_force_are_the_latest_sent_and_not_lifted(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite3") as j:
+        j.mark_action(cap("a", 300.0), "e1", "done", T0)
+        j.mark_action(cap("a", 250.0), "e1", "done", T0 + timedelta(minutes=5))  # a re-plan capped deeper
+        j.mark_action(cap("b"), "e1", "sending", T0)  # may have reached the node before a crash
+        j.mark_action(cap("c"), "e1", "failed", T0, error="refused")
+        j.mark_action(cap("d"), "e1", "done", T0)
+        j.mark_undone(["e1/cap/d/250"], T0 + timedelta(minutes=9))
+        assert j.caps_in_force() == {"a": 250.0, "b": 250.0}
+    with Journal(tmp_path / "j.sqlite3") as j:
+        assert j.caps_in_force() == {"a": 250.0, "b": 250.0}  # what a restarted gateway hands its scheduler
+
+
 def test_unwritable_journal_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

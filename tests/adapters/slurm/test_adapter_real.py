@@ -358,6 +358,14 @@ async def test_power_cap_template_runs_through_srun_on_each_node_of_the_job(clus
     await adapter.apply(act("ev-10/cap/j", ActionKind.CAP, job, watts=100.0))  # that limit already
     assert len(log.read_text().splitlines()) == 1
 
+    restarted = cluster.adapter(template=template)  # a restarted gateway: Slurm does not report GPU limits
+    assert (j := (await restarted.snapshot()).job(job)) is not None and j.power_cap_w is None
+    restarted.recall_caps({job: 100.0, "999999": 250.0})  # what its journal says is in force
+    assert (j := (await restarted.snapshot()).job(job)) is not None and j.power_cap_w == 100.0
+    assert "999999" not in restarted.levers.caps  # a job Slurm no longer lists keeps no cap
+    await restarted.apply(act("ev-10/cap/j", ActionKind.CAP, job, watts=100.0))
+    assert len(log.read_text().splitlines()) == 1  # known to be in force: not sent again
+
     await adapter.apply(act("ev-9/uncap/j", ActionKind.UNCAP, job, watts=250.0))  # back to the earlier limit
     await adapter.apply(act("ev-10/uncap/j", ActionKind.UNCAP, job))  # back to the maximum
     assert [line.split()[-1] for line in log.read_text().splitlines()] == ["100", "250", "400"]

@@ -6,6 +6,8 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
+import pytest
+
 from gateway.domain import ActionKind, EventState, JobState, Tier
 from gateway.exceptions import CommandFailed
 from tests.gateway.engine.conftest import Rig, event
@@ -122,13 +124,18 @@ async def test_unknown_signal_is_opted_out_and_journaled(rig: Rig) -> None:
     assert rig.cluster.commands == ()
 
 
-async def test_restart_mid_event_resends_nothing_and_restores_at_the_end(rig: Rig) -> None:
+async def test_restart_mid_event_resends_nothing_and_restores_at_the_end(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     start = rig.clock.now() + timedelta(minutes=5)
     await rig.engine.on_event(event(start=start, value=25.0))
     await rig.run_until(start + timedelta(minutes=25))
     sent_before = len(rig.cluster.commands)
     assert sent_before > 0
+    capped = {j.job_id: j.power_cap_w for j in (await rig.cluster.snapshot()).jobs if j.power_cap_w is not None}
+    assert capped
+    recalled: list[dict[str, float]] = []
+    monkeypatch.setattr(rig.cluster, "recall_caps", lambda caps: recalled.append(dict(caps)))
     await rig.restart()
+    assert recalled == [capped]  # a scheduler that cannot read caps back (Slurm) learns them from the journal
     assert any(k == "resumed" for k, _ in rig.sink.records)
     await rig.run_until(start + timedelta(minutes=120))
     assert _state(rig, "ev-1") is EventState.COMPLETED
