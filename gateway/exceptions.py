@@ -9,7 +9,8 @@
     │   └── CommandFailed        the service answered with a failure (exit code, stderr tail)
     ├── PlanningError        no plan can be built from the inputs (not: a target that cannot be met,
     │                        which is a plan with a shortfall)
-    └── JournalError         the journal cannot be read or written
+    ├── JournalError         the journal cannot be read or written
+    └── OverrideRefused      an operator's override command is malformed, not allowed or not possible now
 
 Errors carry the facts an operator needs to act: what failed, where, and what to do next.
 """
@@ -84,3 +85,7 @@ class PlanningError(DcflexError):
 
 class JournalError(DcflexError):
     """The journal cannot be opened, read or written."""
+
+
+class OverrideRefused(DcflexError):
+    """An operator's override (MQTT ``…/override``) is refused; the message is the reply's reason."""

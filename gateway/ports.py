@@ -52,6 +52,22 @@ class EventHandler(Protocol):
     async def on_cancel(self, event_id: str, reason: str) -> None: ...
 
 
+class OperatorControl(Protocol):
+    """What operators may ask of a running gateway from outside (the MQTT override topic).
+
+    Each call returns a one-line answer for the reply topic, or raises ``OverrideRefused`` saying
+    why it cannot be done (unknown event, already over, ...). ``pause_actions`` stops the gateway
+    from sending new shed commands until ``resume_actions``; undoing what was done is never paused,
+    so no job stays paused past its event.
+    """
+
+    async def opt_out(self, event_id: str, reason: str) -> str: ...
+
+    async def pause_actions(self, reason: str) -> str: ...
+
+    async def resume_actions(self, reason: str) -> str: ...
+
+
 class Sink(Protocol):
     """An operators' output: receives lifecycle records, alerts and measurements."""
 

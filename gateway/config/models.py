@@ -211,13 +211,31 @@ class JournalConfig(Section):
     path: Path = Path("var/dcflex-journal.sqlite3")
 
 
+class MqttTlsConfig(Section):
+    enabled: bool = False
+    ca_file: Path | None = Field(default=None, description="CA bundle that signed the broker's certificate")
+    cert_file: Path | None = Field(default=None, description="client certificate, when the broker asks for one")
+    key_file: Path | None = None
+
+
 class MqttSinkConfig(Section):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     topic_prefix: str = "dcflex"
+    site_id: str = Field(default="site", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="second topic level")
+    client_id: str = Field(default="dcflex-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     username: str | None = None
     password: SecretStr | None = None
+    tls: MqttTlsConfig = MqttTlsConfig()
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    reconnect_min_s: PositiveFloat = Field(default=1.0, le=60)
+    reconnect_max_s: PositiveFloat = Field(default=30.0, le=600)
+    max_inflight: int = Field(default=100, ge=1, le=10_000, description="QoS 1 publishes awaiting their PUBACK")
+    override_allow: tuple[str, ...] = Field(
+        default=(), description="client identities whose …/override/<identity> commands are obeyed"
+    )
+    max_override_bytes: int = Field(default=4096, ge=64, le=1_048_576)
 
 
 class InfluxSinkConfig(Section):
@@ -226,6 +244,12 @@ class InfluxSinkConfig(Section):
     org: str = "dcflex"
     bucket: str = "dcflex"
     token: SecretStr | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="points per write")
+    flush_interval_s: PositiveFloat = Field(default=1.0, le=60, description="longest a point waits before a write")
+    power_interval_s: PositiveFloat = Field(default=60.0, le=3600, description="site power sample period")
+    timeout_s: PositiveFloat = Field(default=10.0, le=120)
+    retry_min_s: PositiveFloat = Field(default=1.0, le=60)
+    retry_max_s: PositiveFloat = Field(default=60.0, le=3600)
 
 
 class SinksConfig(Section):
