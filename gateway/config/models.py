@@ -75,11 +75,18 @@ class SiteConfig(Section):
     max_shed_fraction: Fraction = Field(default=0.6, description="of the baseline; opt out above")
     ramp_rate_kw_per_min: PositiveFloat = Field(default=200.0, description="for every change the gateway makes")
     baseline_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    baseline_method: Literal["prior-minutes", "x-of-y-days"] = Field(
+        default="prior-minutes", description="how the baseline an event is measured against is computed"
+    )
+    baseline_x_days: int = Field(default=5, ge=1, le=30, description="x-of-y-days: the X highest days ...")
+    baseline_y_days: int = Field(default=10, ge=1, le=60, description="... of the last Y days without an event")
 
     @model_validator(mode="after")
     def _caps(self) -> SiteConfig:
         if self.min_cap_w >= self.max_cap_w:
             raise ValueError("min_cap_w must be below max_cap_w")
+        if self.baseline_x_days > self.baseline_y_days:
+            raise ValueError("baseline_x_days must not exceed baseline_y_days")
         return self
 
 

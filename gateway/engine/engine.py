@@ -30,9 +30,11 @@ from gateway.domain import (
     Notice,
     OptDecision,
     Plan,
-    Tier,
 )
+from gateway.engine.context import site_context
 from gateway.engine.executor import Executor
+from gateway.engine.outputs import Outputs
+from gateway.engine.overrides import OPERATOR_OUT, OperatorOverrides, VtnOptOut
 from gateway.engine.restore import Undo, build_restore
 from gateway.engine.run import Run
 from gateway.engine.settings import EngineSettings
@@ -40,7 +42,7 @@ from gateway.engine.status import plan_facts, status_of
 from gateway.exceptions import AdapterError, DcflexError
 from gateway.journal import Journal
 from gateway.planner import PlannerPolicy, plan
-from gateway.policy import SiteContext, map_event
+from gateway.policy import map_event
 from gateway.ports import PowerMeter, SchedulerPort, Sink
 from gateway.power import PowerModel
 from gateway.power.history import PowerHistory
@@ -52,8 +54,9 @@ _ACTIVE = (EventState.RAMPING, EventState.HOLDING)
 _WAITING = (EventState.RECEIVED, EventState.PLANNED, EventState.NOTICED)
 
 
-class Engine:
-    """Implements ``EventHandler`` for the VEN; ``run()`` is its long-running loop."""
+class Engine(OperatorOverrides):
+    """Implements ``EventHandler`` for the VEN and ``OperatorControl`` for operators' overrides;
+    ``run()`` is its long-running loop."""
 
     def __init__(
         self,
@@ -80,7 +83,6 @@ class Engine:
             min_cap_w=site.min_cap_w,
             max_cap_w=site.max_cap_w,
         )
-        self.sinks = list(sinks)
         self.history = PowerHistory()
         self.runs: dict[str, Run] = {}
         self._lock = asyncio.Lock()
@@ -90,27 +92,21 @@ class Engine:
             scheduler, journal, clock, self._emit, dry_run=settings.dry_run, concurrency=settings.max_concurrency
         )
         self._started = asyncio.Event()
+        self.out = Outputs(journal, clock, sinks, self.history, self.model, keep_power_days=2 * site.baseline_y_days + 8)
+        self.paused: str | None = None  # why operators paused new commands (None: not paused)
+        self.tell_vtn: VtnOptOut | None = None  # set by the gateway: an operator's opt-out reaches the VTN
 
     # ---------------------------------------------------------------- outputs
     async def _emit(self, kind: str, event_id: str, payload: Mapping[str, object]) -> None:
-        """Journal a record, then hand it to every sink; a failing sink never stops the engine."""
-        body = {"at": self.clock.now().isoformat(), "event_id": event_id, **payload}
-        if kind != "power":
-            self.journal.log(event_id, kind, self.clock.now(), dict(payload))
-        for sink in self.sinks:
-            try:
-                await sink.emit(kind, body)
-            except Exception:  # a sink's failure is its own problem; it must never stop an event
-                log.exception("sink %r failed on a %s record", sink, kind)
+        await self.out.emit(kind, event_id, payload)
 
     async def _alert(self, event_id: str, code: str, message: str, severity: str = "warning", **facts: object) -> None:
-        log.warning("%s: %s", code, message)
-        await self._emit("alert", event_id, {"severity": severity, "code": code, "message": message, **facts})
+        await self.out.alert(event_id, code, message, severity, **facts)
 
     async def _transition(self, run: Run, state: EventState, detail: str = "") -> None:
         self.journal.set_state(run.event_id, state, self.clock.now(), detail)
         run.state = state
-        await self._emit("state", run.event_id, {"state": state.value, "detail": detail})
+        await self._emit("state", run.event_id, self.out.state_facts(run.directive, state, detail))
         self._wake.set()
 
     # ---------------------------------------------------------------- the VEN's side
@@ -120,7 +116,8 @@ class Engine:
             now = self.clock.now()
             self.journal.record_delivery(event.event_id, event.modification, now, dict(event.raw))
             known = self.journal.event(event.event_id)
-            if known is not None and (event.modification <= known.modification or known.state.terminal):
+            if known is not None and (event.modification <= known.modification or known.state.terminal
+                                      or known.reason.startswith(OPERATOR_OUT)):
                 what = "duplicate delivery" if event.modification == known.modification else "stale or late modification"
                 log.info("event %s mod %d: %s, answered as before", event.event_id, event.modification, what)
                 return OptDecision(known.opt_in, known.reason)
@@ -133,7 +130,8 @@ class Engine:
                     reason = f"cannot read the cluster to plan: {exc}"
                     await self._record_opt_out(event, reason, now)
                     return OptDecision(False, reason)
-            mapping = map_event(event, self._context(snapshot, now), self.settings.site, self.settings.policy, now)
+            site = site_context(self.settings.site, self.journal, self.history, self.model, snapshot, now, event)
+            mapping = map_event(event, site, self.settings.site, self.settings.policy, now)
             if not mapping.decision.opt_in or mapping.directive is None:
                 await self._record_opt_out(event, mapping.decision.reason, now)
                 return mapping.decision
@@ -168,6 +166,9 @@ class Engine:
         await self._emit("plan", event.event_id, plan_facts(first))
         old = self.runs.get(event.event_id)
         run = Run(directive=directive, state=EventState.PLANNED, first_plan=first)
+        if old is not None:
+            run.jobs.update(old.jobs)
+        run.remember(snapshot, first)
         if old is not None and old.state in _ACTIVE:
             run.state = old.state
             run.needs_plan = True
@@ -199,19 +200,11 @@ class Engine:
             if run is None or run.state in _WAITING:
                 self.journal.set_state(event_id, EventState.CANCELLED, now, reason)
                 self.runs.pop(event_id, None)
-                await self._emit("state", event_id, {"state": EventState.CANCELLED.value, "detail": reason})
+                await self._emit("state", event_id, self.out.state_facts(known.directive, EventState.CANCELLED, reason))
                 return
             run.cancelled = True
             if run.state in _ACTIVE:
                 await self._start_restore(run, now, f"cancelled: {reason}")
-
-    # ---------------------------------------------------------------- the site
-    def _context(self, snapshot: ClusterSnapshot, now: datetime) -> SiteContext:
-        base = self.history.baseline(now, self.settings.site.baseline_minutes)
-        modelled = self.model.site_kw(snapshot)
-        flexible = sum(self.model.job_kw(j) for j in snapshot.jobs if j.tier is not Tier.CRITICAL)
-        baseline = base.kw if base else (snapshot.site_kw if snapshot.site_kw is not None else modelled)
-        return SiteContext(baseline_kw=baseline, flexible_kw=flexible, floor_kw=max(0.0, baseline - flexible))
 
     def effective_target(self, at: datetime) -> float | None:
         """The strictest target in force at ``at`` among active events (None: no target)."""
@@ -233,6 +226,8 @@ class Engine:
     async def _resume(self) -> None:
         now = self.clock.now()
         self.scheduler.recall_caps(self.journal.caps_in_force())
+        for _, _, kind, body in self.journal.log_entries("", ("actions_paused", "actions_resumed")):
+            self.paused = str(body.get("reason")) if kind == "actions_paused" else None  # a pause outlives a restart
         for rec in self.journal.events(active_only=True):
             if rec.directive is None:
                 self.journal.set_state(rec.event_id, EventState.FAILED, now, "no directive in the journal")
@@ -283,7 +278,8 @@ class Engine:
                             ttt = (now - run.directive.ramp_start).total_seconds()
                             facts = {"kw": kw, "target_kw": target, "time_to_target_s": ttt}
                             await self._emit("target_reached", run.event_id, facts)
-                await self._emit("power", "", {"kw": kw, "target_kw": target})
+                active = [r for r in self.runs.values() if r.state in _ACTIVE]
+                await self._emit("power", "", self.out.power_facts(now, kw, target, active))
             await self.clock.sleep(self.settings.sample_interval_s)
 
     async def _control_loop(self) -> None:
@@ -305,7 +301,7 @@ class Engine:
                     await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     def _next_wake(self, now: datetime) -> datetime:
-        commands = [a.at for r in self.runs.values() for a in r.pending]
+        commands = [a.at for r in self.runs.values() for a in r.pending] if self.paused is None else []
         commands += [u.action.at for r in self.runs.values() for u in r.undos]
         if any(t <= now for t in commands):
             return now  # fell due while the last step ran: go again at once
@@ -327,7 +323,8 @@ class Engine:
         await self._send_due(now)
         for run in list(self.runs.values()):
             if run.state is EventState.RESTORING and not run.undos and not self.journal.outstanding(run.event_id):
-                final = EventState.CANCELLED if run.cancelled else EventState.COMPLETED
+                final = run.final or (EventState.CANCELLED if run.cancelled else EventState.COMPLETED)
+                await self.out.impacts(run, self._last_snapshot.jobs if self._last_snapshot else ())
                 await self._transition(run, final, "every command undone")
                 del self.runs[run.event_id]
 
@@ -400,6 +397,8 @@ class Engine:
             run.running_jobs = _running(snapshot)
         run.needs_plan = False
         p = reuse or plan(run.directive, snapshot, self.planner_policy, now)
+        if reuse is None:
+            run.remember(snapshot, p)
         ours = self.journal.jobs_with_open_commands()  # a cap the gateway set is not a prior limit
         self.journal.remember_prior_caps(run.event_id, {
             a.job_id: a.watts for a in p.restore
@@ -459,7 +458,7 @@ class Engine:
 
     async def _send_due(self, now: datetime) -> None:
         for run in list(self.runs.values()):
-            due = [a for a in run.pending if a.at <= now]
+            due = [a for a in run.pending if a.at <= now] if self.paused is None else []
             if due:
                 run.pending = [a for a in run.pending if a.at > now]
                 await self._executor.run_all(run.event_id, due, {})

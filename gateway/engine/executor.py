@@ -65,6 +65,7 @@ class Executor:
             "delta_kw": round(action.delta_kw, 3),
             "tier": action.tier,
             "reason": action.reason,
+            "scheduler": self._scheduler.name,
         }
         if self._dry_run:
             commands = self._scheduler.describe(action)

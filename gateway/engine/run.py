@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.domain import Action, Directive, EventState, Plan
+from gateway.domain import Action, ClusterSnapshot, Directive, EventState, Job, Plan
 from gateway.engine.restore import Undo
 
 
@@ -26,6 +26,17 @@ class Run:
     running_jobs: frozenset[str] | None = None  # at the last plan, to notice jobs ending or starting
     over_target: bool = False  # at the last check
     first_plan: Plan | None = None  # made on acceptance; reused when the ramp starts right away
+    final: EventState | None = None  # the state to end in when it is neither completed nor cancelled
+    jobs: dict[str, Job] = field(default_factory=dict)  # each planned job as first seen (for the impact)
+
+    def remember(self, snapshot: ClusterSnapshot, p: Plan) -> None:
+        """Keep what the impact at the end needs of each job a plan touches: its size, workload and
+        its cap before the event (so the first sighting wins: later ones may show the event's cap)."""
+        touched = {a.job_id for a in p.shed if a.job_id} - self.jobs.keys()
+        if touched:
+            for job in snapshot.jobs:
+                if job.job_id in touched:
+                    self.jobs[job.job_id] = job
 
     @property
     def event_id(self) -> str:

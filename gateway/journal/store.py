@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +21,8 @@ from typing import Any
 from gateway.domain import Action, Directive, EventState
 from gateway.exceptions import JournalError
 from gateway.journal.codec import action_from_dict, action_to_dict, directive_from_dict, directive_to_dict
+from gateway.journal.powerlog import SCHEMA as POWER_SCHEMA
+from gateway.journal.powerlog import PowerLog
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -108,10 +110,12 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(POWER_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(
                 f"cannot open the journal at {self.path}: {exc} (check the path and its permissions)"
             ) from exc
+        self.power = PowerLog(self._db, self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -328,13 +332,21 @@ class Journal:
                 (at.isoformat(), event_id, kind, json.dumps(body, default=str)),
             )
 
-    def log_entries(self, event_id: str | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
+    def log_entries(self, event_id: str | None = None, kinds: Sequence[str] = ()) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(at, event id, kind, body) in order: of one event (``""``: records of no event), or all;
+        only the given ``kinds`` when some are given."""
         q = "SELECT at, event_id, kind, body FROM log"
-        rows = (
-            self._db.execute(q + " WHERE event_id=? ORDER BY id", (event_id,)).fetchall()
-            if event_id
-            else self._db.execute(q + " ORDER BY id").fetchall()
-        )
+        where: list[str] = []
+        args: list[object] = []
+        if event_id is not None:
+            where.append("event_id=?")
+            args.append(event_id)
+        if kinds:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            args += list(kinds)
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(q + " ORDER BY id", args).fetchall()
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
 
