@@ -123,7 +123,11 @@ class SlurmAdapter:
         async with lock:
             if action.key in self._done:
                 return
-            await self._handlers[action.kind](action)
+            try:
+                await self._handlers[action.kind](action)
+            finally:
+                if action.job_id:
+                    self.reader.touched(action.job_id)
             self._done.add(action.key)
 
     def recall_caps(self, caps: Mapping[str, float]) -> None:
@@ -154,7 +158,7 @@ class SlurmAdapter:
                 template = [arg.format(job_id=jid, node="<node>", watts=round(c.clamp(a.watts)))
                             for arg in c.cfg.power_cap_command]
                 return [f"# once per node of job {jid} (not seen running yet):", shlex.join(template)]
-            return [shlex.join(c.power_cap(jid, n, c.clamp(a.watts))) for n in job.nodes]
+            return [shlex.join(c.power_cap(jid, n, c.clamp(a.watts), job.slurm_id)) for n in job.nodes]
         known = self.reader.nodes
         if k is ActionKind.HOLD_NODES:
             others = [n for n in a.nodes if n in known and drained(known[n]) and not drained_by_gateway(known[n])]

@@ -105,7 +105,11 @@ class SlurmCommands:
             return self.max_cap_w
         return min(self.max_cap_w, max(self.min_cap_w, valid_watts(watts)))
 
-    def power_cap(self, job_id: str, node: str, watts: float) -> list[str]:
-        """The configured template for one node; watts are clamped and rounded to whole watts."""
-        values = {"job_id": valid_job_id(job_id), "node": valid_node(node), "watts": round(self.clamp(watts))}
+    def power_cap(self, job_id: str, node: str, watts: float, slurm_id: int = 0) -> list[str]:
+        """The configured template for one node; watts are clamped and rounded to whole watts.
+
+        ``{job_id}`` is the numeric id ``srun --jobid`` accepts: for an array task (``123_4``) or a het
+        component (``123+1``) that is its own id (``slurm_id``), not Slurm's display notation."""
+        numeric = str(slurm_id) if slurm_id > 0 else valid_job_id(job_id)
+        values = {"job_id": numeric, "node": valid_node(node), "watts": round(self.clamp(watts))}
         return [arg.format(**values) for arg in self.cfg.power_cap_command]

@@ -298,4 +298,5 @@ def job_from_json(obj: object, path: str, dates: dict[int, datetime] | None = No
         array_id, task_id, het_id, het_offset, flags,
         hold or reason in _HOLD_REASONS or (bool(flags) and not _HOLD_FLAGS.isdisjoint(flags)),
         restarts or 0,
+        raw_id,
     )

@@ -192,7 +192,7 @@ class Levers:
             return
         if not job.nodes:
             raise _refused(a, "Slurm lists no nodes for it")
-        await asyncio.gather(*(self.runner.run(self.cmd.power_cap(a.job_id, n, target)) for n in job.nodes))
+        await asyncio.gather(*(self.runner.run(self.cmd.power_cap(a.job_id, n, target, job.slurm_id)) for n in job.nodes))
         self.caps[a.job_id] = target
 
     # ---------------------------------------------------------------------------- nodes

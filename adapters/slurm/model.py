@@ -36,6 +36,7 @@ class SlurmJob:
     state_flags: tuple[str, ...] = ()  # the other job state flags: REQUEUE_HOLD, COMPLETING, CONFIGURING, ...
     held: bool = False                 # a user/admin hold (or requeue-hold) keeps it from starting
     restart_count: int = 0             # times Slurm has requeued it
+    slurm_id: int = 0                  # the numeric id (an array task's or het component's own): what srun --jobid takes
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,10 @@ SLURM_CTLD_PORT=${DCFLEX_SLURM_CTLD_PORT:-16817}
 SLURM_SLURMD_PORT=${DCFLEX_SLURM_SLURMD_PORT:-16818}
 SLURM_START_TIMEOUT=${DCFLEX_SLURM_START_TIMEOUT:-30}
 SLURM_CRED_EXPIRE=${DCFLEX_SLURM_CRED_EXPIRE:-10}
+# What the one node declares. The tests expect the defaults; benchmarks/slurm_apply_bench.py starts
+# Slurm with more (e.g. DCFLEX_SLURM_CPUS=512 DCFLEX_SLURM_GPUS=512) to run hundreds of 1-GPU jobs.
+SLURM_NODE_CPUS=${DCFLEX_SLURM_CPUS:-16}
+SLURM_NODE_GPUS=${DCFLEX_SLURM_GPUS:-8}
 
 _slurm_which() {  # _slurm_which NAME: full path of a binary, also looking in sbin dirs not on PATH
   local d
@@ -107,17 +111,18 @@ MinJobAge=300
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName=${node} NodeAddr=127.0.0.1 NodeHostname=${node} CPUs=16 Boards=1 SocketsPerBoard=1 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=16000 Gres=gpu:8 State=UNKNOWN
+NodeName=${node} NodeAddr=127.0.0.1 NodeHostname=${node} CPUs=${SLURM_NODE_CPUS} Boards=1 SocketsPerBoard=1 CoresPerSocket=${SLURM_NODE_CPUS} ThreadsPerCore=1 RealMemory=16000 Gres=gpu:${SLURM_NODE_GPUS} State=UNKNOWN
 PartitionName=batch Nodes=${node} Default=YES MaxTime=INFINITE State=UP
 PartitionName=critical Nodes=${node} Default=NO MaxTime=INFINITE State=UP PriorityTier=10
 EOF
-  # 8 fake GPUs. slurmd 22.05 drops a GPU without File= ("Removing file-less GPU") and rejects a File=
+  # Fake GPUs. slurmd 22.05 drops a GPU without File= ("Removing file-less GPU") and rejects a File=
   # that is not a device, so each is a symlink to /dev/null; jobs then get CUDA_VISIBLE_DEVICES as usual.
+  rm -rf "$SVC_DIR/dev"
   mkdir -p "$SVC_DIR/dev"
-  for i in 0 1 2 3 4 5 6 7; do ln -sfn /dev/null "$SVC_DIR/dev/gpu$i"; done
+  for ((i = 0; i < SLURM_NODE_GPUS; i++)); do ln -sfn /dev/null "$SVC_DIR/dev/gpu$i"; done
   cat > "$etc/gres.conf" <<EOF
 AutoDetect=off
-NodeName=${node} Name=gpu File=${SVC_DIR}/dev/gpu[0-7]
+NodeName=${node} Name=gpu File=${SVC_DIR}/dev/gpu[0-$((SLURM_NODE_GPUS - 1))]
 EOF
   : > "$etc/plugstack.conf"  # empty: do not pick up /etc/slurm/plugstack.conf.d
 }

@@ -219,6 +219,12 @@ def test_every_field_shape_reads_the_same(overrides: dict[str, Any], attribute: 
         assert getattr(job, attribute) == expected
 
 
+def test_each_job_keeps_its_numeric_id_for_srun() -> None:
+    jobs = by_id(parse_squeue(raw("22.05", "squeue.json")))
+    assert [(k, jobs[k].slurm_id) for k in ("1", "4_0", "4_1", "4_2", "8+0", "8+1")] == [
+        ("1", 1), ("4_0", 6), ("4_1", 7), ("4_2", 4), ("8+0", 8), ("8+1", 9)]
+
+
 def test_jobs_of_one_document_share_equal_times() -> None:
     jobs = by_id(parse_squeue(raw("22.05", "squeue.json")))
     array = [jobs[k] for k in ("4_0", "4_1", "4_2")]

@@ -15,9 +15,12 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.slurm.commands import SlurmCommands, drain_reason, event_of
+from adapters.slurm.reader import SlurmReader
 from adapters.slurm.runner import CommandRunner, is_transient, valid_job_id, valid_node, valid_signal, valid_watts
 from gateway.config.models import SlurmSchedulerConfig
 from gateway.exceptions import AdapterTimeout, AdapterUnavailable, CommandFailed
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "slurm-22.05" / "squeue.json"
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:
@@ -218,6 +221,8 @@ def test_power_cap_template_is_filled_per_node_with_clamped_whole_watts() -> Non
         "srun", "--overlap", "--jobid=42", "-w", "gpu07", "nvidia-smi", "-pl", "252"]
     assert c.power_cap("42", "gpu07", 20.0)[-1] == "100" and c.power_cap("42", "gpu07", 900.0)[-1] == "400"
     assert c.clamp(None) == 400.0
+    # an array task's (or het component's) own numeric id: srun --jobid refuses Slurm's 123_4 notation
+    assert c.power_cap("4_1", "gpu07", 300, slurm_id=7)[2] == "--jobid=7"
     custom = commands(power_cap_command=["/usr/local/sbin/gpucap", "--node={node}", "{watts}W"])
     assert custom.power_cap("1", "n1", 300) == ["/usr/local/sbin/gpucap", "--node=n1", "300W"]
 
@@ -244,3 +249,38 @@ def test_event_id_and_drain_reason_come_from_the_action_key() -> None:
 def test_bad_slurm_settings_are_refused_with_a_reason(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         SlurmSchedulerConfig.model_validate({field: value})
+
+
+async def test_concurrent_reads_share_the_next_squeue_and_each_starts_after_its_caller(tmp_path: Path) -> None:
+    """Levers re-read the queue before acting; at once they share reads, yet none gets a read older than its call."""
+    script = tmp_path / "squeue"
+    count = tmp_path / "count"
+    script.write_text(f'#!/bin/sh\necho x >> {count}\nsleep 0.3\ncat {FIXTURE}\n')
+    script.chmod(0o755)
+    cmds = SlurmCommands(SlurmSchedulerConfig(squeue=str(script)), min_cap_w=100.0, max_cap_w=400.0)
+    reader = SlurmReader(CommandRunner(timeout_s=10.0, retries=0), cmds)
+    first = asyncio.create_task(reader.read_jobs())
+    await asyncio.sleep(0.1)  # the first read is running: these share the next one
+    rest = await asyncio.gather(*(reader.read_jobs() for _ in range(20)))
+    assert (await first).keys() == rest[0].keys() and len(rest[0]) > 0
+    assert reader.job_reads == 2 and len(count.read_text().split()) == 2
+
+    script.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")
+    results = await asyncio.gather(*(reader.read_jobs() for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, CommandFailed) for r in results) and reader.job_reads == 3  # one error, shared
+
+
+async def test_a_lever_reuses_a_recent_read_unless_the_adapter_acted_on_its_job_since(tmp_path: Path) -> None:
+    script = tmp_path / "squeue"
+    count = tmp_path / "count"
+    script.write_text(f'#!/bin/sh\necho x >> {count}\ncat {FIXTURE}\n')
+    script.chmod(0o755)
+    cmds = SlurmCommands(SlurmSchedulerConfig(squeue=str(script)), min_cap_w=100.0, max_cap_w=400.0)
+    reader = SlurmReader(CommandRunner(timeout_s=10.0, retries=0), cmds)
+    assert (await reader.job("1")) is not None and reader.job_reads == 1
+    assert (await reader.job("2")) is not None and (await reader.job("4_1")) is not None
+    assert reader.job_reads == 1  # one read serves levers on jobs the adapter has not touched since
+    reader.touched("2")
+    assert (await reader.job("2")) is not None and reader.job_reads == 2  # its own command must show
+    assert (await reader.job("1")) is not None and reader.job_reads == 2
+    assert (await reader.job("no-such")) is None and reader.job_reads == 2
