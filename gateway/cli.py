@@ -1,4 +1,4 @@
-"""The ``dcflex`` command: ``demo``, ``run``, ``check-config``, ``ack``.
+"""The ``dcflex`` command: ``demo``, ``run``, ``check-config``, ``report``, ``ack``.
 
 Exit codes: 0 success, 2 invalid input (configuration, arguments), 1 a failure while running.
 """
@@ -63,6 +63,31 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.get("critical_jobs_touched", 1) == 0 else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from gateway.journal import Journal
+    from gateway.report import build_report, render
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if not Path(cfg.journal.path).exists():
+        print(f"dcflex: no journal at {cfg.journal.path} (journal.path in {args.config})", file=sys.stderr)
+        return 2
+    with Journal(cfg.journal.path) as journal:
+        try:
+            report = build_report(journal, args.event_id, cfg.site, cfg.policy.tolerance_kw)
+        except DcflexError as exc:
+            print(f"dcflex: {exc}", file=sys.stderr)
+            return 2
+    out = Path(args.out) if args.out else Path(f"report-{re.sub(r'[^A-Za-z0-9_.-]', '_', args.event_id)}.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    print(f"written: {out}")
+    return 0
+
+
 _ACK_JOB_ID = re.compile(r"^[A-Za-z0-9_.+:-]{1,128}$")
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8765"
 
@@ -116,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate a configuration file and list every problem")
     p.add_argument("file", type=Path)
     p.set_defaults(func=_check_config)
+
+    p = sub.add_parser("report", help="what an event asked, what was delivered minute by minute, and its cost to jobs")
+    p.add_argument("event_id", metavar="EVENT_ID")
+    p.add_argument("--config", required=True, type=Path, help="the gateway's configuration (for its journal)")
+    p.add_argument("--out", default=None, metavar="FILE", help="JSON file to write (default: report-EVENT_ID.json)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("ack", help="tell the gateway a job's checkpoint is written (run it from the job script)")
     p.add_argument("job_id", nargs="?", metavar="JOB_ID", help="Slurm job id (default: $SLURM_JOB_ID)")
