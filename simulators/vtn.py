@@ -14,7 +14,12 @@ gateway's VEN does is exercised against openleadr's own server. On top of the se
   opt_type)`` and ``response_details`` with the response code and description too (openleadr's own
   callback gives neither the modification nor the description), and every reported telemetry value;
 * ``event_available_at[event_id]``: the ``time.perf_counter()`` at which an event was handed to the
-  server, and ``event_delivered_at[event_id]``: when it first left in a distribution (benchmarks).
+  server, and ``event_delivered_at[event_id]``: when it first left in a distribution (benchmarks);
+* the EiOpt service (``oadrCreateOpt``), which openleadr's server does not mount at all (a VEN's opt
+  gets HTTP 404) and whose handler it leaves a stub (mounted, it would answer a bare ``oadrResponse``
+  with no ``optID``): each opt for an event this VTN gave the VEN, or for no event (an availability
+  schedule), is recorded in ``opts`` and answered ``oadrCreatedOpt`` with its ``optID``; an opt for an
+  unknown event is refused with code 452 (INVALID_ID), as a real VTN would, and not recorded.
 
 What openleadr's server does on its own, and the tests rely on: a VEN gets a distribution only when
 its event list changed, always listing *all* its events; when the list becomes empty the poll is
@@ -38,12 +43,14 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
-from openleadr import OpenADRServer, objects, utils
+from openleadr import OpenADRServer, errors, objects, utils
+from openleadr.service import OptService
 
-__all__ = ["POWER_KW", "OptResponse", "ReportReading", "ScriptedVtn", "VenResponse"]
+__all__ = ["POWER_KW", "OptResponse", "ReportReading", "ScriptedVtn", "VenOpt", "VenResponse"]
 
 _T = TypeVar("_T")
 
@@ -71,6 +78,18 @@ class VenResponse:
     code: int
     description: str
     at: float  # time.perf_counter()
+
+
+@dataclass(frozen=True, slots=True)
+class VenOpt:
+    """One ``oadrCreateOpt`` the VTN acknowledged; ``event_id`` is ``None`` for an availability schedule."""
+
+    ven_id: str
+    event_id: str | None
+    modification: int | None
+    opt_type: str
+    opt_reason: str
+    opt_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +125,7 @@ class ScriptedVtn:
         self.responses: list[OptResponse] = []  # (event_id, modification, opt_type), in arrival order
         self.response_details: list[VenResponse] = []  # the same answers with VEN, code, description, time
         self.received_reports: list[ReportReading] = []
+        self.opts: list[VenOpt] = []  # every acknowledged oadrCreateOpt, in arrival order
         self.event_available_at: dict[str, float] = {}
         self.event_delivered_at: dict[str, float] = {}
         self.poll_answers: deque[tuple[str, str]] = deque(maxlen=10_000)  # (ven_id, message type) per oadrPoll
@@ -135,6 +155,10 @@ class ScriptedVtn:
         poll.handlers["oadrPoll"] = partial(self._on_poll, poll.handlers["oadrPoll"])
         events.handlers["oadrCreatedEvent"] = partial(self._on_created_event, events.handlers["oadrCreatedEvent"])
         events.handlers["oadrRequestEvent"] = partial(self._on_request_event, events.handlers["oadrRequestEvent"])
+        opts = OptService(self.vtn_id)  # openleadr neither mounts EiOpt nor implements oadrCreateOpt
+        opts.handlers["oadrCreateOpt"] = self._on_create_opt
+        server.services["opt_service"] = opts
+        server.app.router.add_post(f"{server.http_path_prefix}/{opts.__service_name__}", opts.handler)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
@@ -359,6 +383,20 @@ class ScriptedVtn:
         result = await original(payload)
         self._note_delivery(result)
         return result
+
+    async def _on_create_opt(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ven_id, event_id = str(payload.get("ven_id")), payload.get("event_id")
+        if event_id is not None and self._event_ven.get(str(event_id)) != ven_id:
+            # openleadr renders the description unescaped
+            raise errors.InvalidIdError(escape(f"no event {event_id} was sent to VEN {ven_id}"))
+        modification = payload.get("modification_number")
+        opt = VenOpt(ven_id=ven_id, event_id=None if event_id is None else str(event_id),
+                     modification=None if modification is None else int(modification),
+                     opt_type=str(payload.get("opt_type")), opt_reason=str(payload.get("opt_reason")),
+                     opt_id=str(payload.get("opt_id")))
+        self.opts.append(opt)
+        self._notify()
+        return "oadrCreatedOpt", {"opt_id": escape(opt.opt_id)}
 
     def _note_delivery(self, result: Any) -> None:
         if isinstance(result, tuple) and result[0] == "oadrDistributeEvent":

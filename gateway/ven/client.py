@@ -19,6 +19,9 @@ openleadr registers, polls, parses and answers; around it this module adds:
 * **Modifications** reach ``on_event`` again; identical re-deliveries are answered from memory, as
   openleadr does. A modification that is rejected or already over withdraws the earlier version
   (``on_cancel``), since the plan for it no longer matches what the VTN asks.
+* **Opting out later** (``Ven.opt_out``, in ``gateway.ven.opt``): an operator's opt-out of an event
+  already opted in to goes to the VTN as ``oadrCreateOpt`` (EiOpt), and the VEN's memory answers later
+  re-deliveries of that version ``optOut`` instead of re-sending the cached ``optIn``.
 * **openleadr defects guarded:** every queued message is drained per poll (openleadr handles one);
   an ``oadrUpdateReport`` from the VTN is logged and ignored (openleadr raises AttributeError);
   ``stop()`` waits for in-flight polls, shuts the scheduler down and closes the HTTP session; the
@@ -52,6 +55,7 @@ from gateway.config.models import VenConfig
 from gateway.domain import OptDecision
 from gateway.exceptions import AdapterUnavailable, ConfigError, ProtocolError
 from gateway.ports import EventHandler
+from gateway.ven.opt import check_opt_target, send_opt_out
 from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
 from gateway.ven.translate import event_identity, event_status, translate_event
 
@@ -101,6 +105,15 @@ class EventBook:
         self._answers.pop(answer.event_id, None)
         self._answers[answer.event_id] = answer
         _trim(self._answers)
+
+    def opt_out(self, event_id: str, modification: int, reason: str) -> None:
+        """Answer this event version ``optOut`` from now on (an operator's override of our optIn)."""
+        previous = self._answers.get(event_id)
+        if previous is not None and previous.modification > modification:
+            raise ProtocolError(f"cannot opt out of modification {modification}: the VTN has since sent modification "
+                                f"{previous.modification}; opt out of that one", event_id=event_id)
+        code = previous.code if previous is not None and previous.modification == modification else _OK
+        self.remember(Answer(event_id, modification, "optOut", reason or "opted out", code))
 
     def track(self, event_id: str, end: datetime) -> None:
         self._live[event_id] = end
@@ -222,6 +235,30 @@ class Ven:
                 await self._stopped.wait()
         finally:
             await self.stop()
+
+    async def opt_out(self, event_id: str, modification: int, reason: str) -> None:
+        """Take the site out of an event version it had opted in to, and tell the VTN (``oadrCreateOpt``).
+
+        The VEN's own answer changes first, so a re-delivery of that version is answered ``optOut`` with
+        ``reason`` rather than the cached ``optIn``: the operator's decision stands even if the VTN cannot
+        be told. Bounded by ``request_timeout_s``. Raises ``AdapterUnavailable`` (not registered; VTN
+        unreachable, HTTP error or no answer in time) or ``ProtocolError`` (the VTN answered without
+        acknowledging; or ``modification`` is older than one already answered, and nothing changed).
+        """
+        check_opt_target(event_id, modification)
+        client = self._client
+        if client is None or client._closed or not client.registration_id or client.ven_id is None:
+            raise AdapterUnavailable(f"cannot opt out of event {event_id}: the VEN is not registered with "
+                                     f"{self._config.vtn_url}; start it (or wait for registration) and retry",
+                                     adapter="openadr-ven")
+        async with client._lock:
+            client.book.opt_out(event_id, modification, reason)
+        # its own task, so that stop() waits for this request and not for the caller's whole task
+        send = asyncio.create_task(send_opt_out(client, event_id, modification, vtn_url=self._config.vtn_url,
+                                                timeout_s=self._config.request_timeout_s))
+        client._inflight.add(send)
+        send.add_done_callback(client._inflight.discard)
+        await send
 
     async def __aenter__(self) -> Ven:
         await self.start()
