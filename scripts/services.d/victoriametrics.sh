@@ -16,6 +16,8 @@
 # - Visibility of fresh writes is NOT immediate even so: samples of a known series are searchable after
 #   ~1 s, a new series after up to ~10 s. GET /internal/force_flush makes everything written so far
 #   searchable at once; tests call it after writing (see tests/integration/test_services.py).
+# - -dedup.minScrapeInterval=1ms: keep one sample per series and millisecond, as InfluxDB keeps one per
+#   series and timestamp; a batch re-sent after a write that timed out but landed is not counted twice.
 # - Caches are capped at 256 MiB (default: 60% of RAM) since the machine is shared.
 #
 # Read by scripts/services.sh (see the comment at its top). SVC_DIR, SVC_NAME, ROOT are set by it.
@@ -54,6 +56,7 @@ $(_vm_data_flag)
 -retentionPeriod=${TSDB_RETENTION}
 -search.latencyOffset=0s
 -search.disableCache
+-dedup.minScrapeInterval=1ms
 -memory.allowedBytes=256MiB
 -loggerOutput=stderr
 EOF
