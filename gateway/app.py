@@ -17,7 +17,8 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import DcflexConfig
 from gateway.engine import Engine, EngineSettings
 from gateway.exceptions import ConfigError
-from gateway.journal import Journal
+from gateway.journal import Journal, Outbox
+from gateway.outputs import build_outputs
 from gateway.ports import PowerMeter, SchedulerPort, Sink
 from gateway.power import PowerModel
 from gateway.power.meter import ModelledMeter
@@ -100,21 +101,32 @@ class Gateway:
         )
         self.acks = acks or CheckpointAcks()
         self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw)
+        self.engine.tell_vtn = self.ven.opt_out
+        self.outbox = Outbox(cfg.journal.path)
+        self.outputs = build_outputs(cfg, self.engine, self.outbox, clock)
         self.api: ApiServer | None = None
 
     def _site_kw(self) -> float | None:
         latest = self.engine.history.latest
         return latest[1] if latest else None
 
+    def status(self) -> dict[str, object]:
+        """``GET /status``: the engine's view, whether operators paused it, and each output's state."""
+        return {**self.engine.status(), "paused": self.engine.paused,
+                "outputs": {name: dict(sink.stats()) for name, sink in self.outputs.items()}}
+
     async def serve(self) -> None:
-        """Run until cancelled: engine first (it resumes the journal), then the API and the VEN."""
+        """Run until cancelled: outputs and engine first (it resumes the journal), then the API and
+        the VEN; on the way out the outputs flush what is waiting (to their service or the outbox)."""
         try:
             async with asyncio.TaskGroup() as tg:
+                for sink in self.outputs.values():
+                    tg.create_task(sink.run())
                 engine_task = tg.create_task(self.engine.run())
                 await self.engine.wait_started()
                 if self.cfg.api.enabled:
                     app = build_app(
-                        status=self.engine.status, healthy=lambda: not engine_task.done(), acks=self.acks, clock=self.clock
+                        status=self.status, healthy=lambda: not engine_task.done(), acks=self.acks, clock=self.clock
                     )
                     self.api = ApiServer(app, self.cfg.api.host, self.cfg.api.port)
                     await self.api.__aenter__()
@@ -124,6 +136,12 @@ class Gateway:
             await self.ven.stop()
             if self.api is not None:
                 await self.api.__aexit__(None, None, None)
+            for sink in self.outputs.values():
+                try:
+                    await sink.aclose()
+                except Exception:  # one output failing to close must not keep the others from flushing
+                    log.exception("closing the %r output failed", sink)
+            self.outbox.close()
             self.journal.close()
 
 

@@ -72,3 +72,15 @@ class Sink(Protocol):
     """An operators' output: receives lifecycle records, alerts and measurements."""
 
     async def emit(self, kind: str, payload: Mapping[str, object]) -> None: ...
+
+
+class ServiceSink(Sink, Protocol):
+    """A sink with a connection of its own (MQTT, the time-series DB): ``run()`` keeps it up until
+    cancelled, ``aclose()`` flushes what is waiting (to the service, or to the outbox) and
+    disconnects, ``stats()`` is what ``GET /status`` shows of it."""
+
+    async def run(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def stats(self) -> Mapping[str, object]: ...
