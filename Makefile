@@ -27,6 +27,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.planner_bench
 	$(BIN)/python -m benchmarks.event_latency_bench
+	$(BIN)/python -m benchmarks.slurm_parse_bench
+	scripts/services.sh up
+	status=0; $(BIN)/python -m benchmarks.tsdb_bench && $(BIN)/python -m benchmarks.mqtt_bench || status=$$?; scripts/services.sh down; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-report.json demo-report.png
