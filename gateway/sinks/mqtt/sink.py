@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import TypedDict
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from gateway import __version__
 from gateway.clock import Clock
@@ -116,6 +117,7 @@ class MqttSink:
         self._drain_s = 2.0
         self.connects = 0
         self.last_error: str | None = None
+        self._why: str | None = None  # the last failure in words (see _reason)
 
     # ------------------------------------------------------------------ the engine's side
     async def emit(self, kind: str, payload: Mapping[str, object]) -> None:
@@ -177,6 +179,7 @@ class MqttSink:
                 break  # stopped on purpose
             except _LOST as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self._why = self._reason(exc)
             await self._went_away()
             if await self._pause(self._delay):
                 break
@@ -267,13 +270,29 @@ class MqttSink:
             stopper.cancel()
         return self._stop.is_set()
 
+    def _reason(self, exc: BaseException) -> str:
+        """What went wrong, in words that point at the setting to fix: a broker that refused the login
+        or whose certificate was rejected was reached, so "unreachable" would send operators the wrong way."""
+        cfg = self.config
+        if isinstance(exc, MqttConnectError):
+            code = getattr(exc.rc, "value", exc.rc)
+            if code in (4, 5, 134, 135):  # MQTT 3.1.1 bad credentials / not authorized, and their MQTT 5 codes
+                return f"refused the login as {cfg.username!r} ({exc}): check sinks.mqtt.username and password"
+            return f"refused the connection ({exc})"
+        cause = exc.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (f"presented a TLS certificate that was not accepted ({cause.verify_message}): check "
+                    "sinks.mqtt.tls.ca_file and that sinks.mqtt.host is a name in the certificate")
+        return f"is unreachable ({type(exc).__name__}: {exc})"
+
     async def _went_away(self) -> None:
         if not self._unavailable:
             self._unavailable = True
             cfg = self.config
-            log.warning("MQTT broker %s:%s unreachable: %s", cfg.host, cfg.port, self.last_error)
+            why = self._why or f"is unreachable ({self.last_error})"
+            log.warning("MQTT broker %s:%s %s", cfg.host, cfg.port, why)
             await self._problem("mqtt_unavailable",
-                                f"MQTT broker {cfg.host}:{cfg.port} is unreachable ({self.last_error}); messages wait in the "
+                                f"MQTT broker {cfg.host}:{cfg.port} {why}; messages wait in the "
                                 f"outbox, retrying every {cfg.reconnect_min_s:g}–{cfg.reconnect_max_s:g} s")
 
     async def _came_back(self) -> None:
