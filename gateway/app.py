@@ -19,7 +19,7 @@ from gateway.engine import Engine, EngineSettings
 from gateway.exceptions import ConfigError
 from gateway.journal import Journal, Outbox
 from gateway.outputs import build_outputs
-from gateway.ports import PowerMeter, SchedulerPort, Sink
+from gateway.ports import PowerMeter, SchedulerPort, ServiceSink, Sink
 from gateway.power import PowerModel
 from gateway.power.meter import ModelledMeter
 from gateway.power.site import site_power_model
@@ -115,13 +115,29 @@ class Gateway:
         return {**self.engine.status(), "paused": self.engine.paused,
                 "outputs": {name: dict(sink.stats()) for name, sink in self.outputs.items()}}
 
+    async def _supervise(self, name: str, sink: ServiceSink) -> None:
+        """Keep an output running: an unexpected error in it is alerted and the output restarted after a
+        pause (doubling to a minute), never allowed to end the gateway — the event and the jobs come first."""
+        delay = 1.0
+        while True:
+            try:
+                await sink.run()
+                return
+            except Exception as exc:
+                log.exception("the %s output failed; restarting it in %.0f s", name, delay)
+                await self.engine.out.alert("", "output_failed", f"the {name} output stopped on an unexpected error "
+                                            f"({type(exc).__name__}: {exc}); restarting it in {delay:.0f} s, its messages "
+                                            "wait in the outbox", "error")
+            await asyncio.sleep(delay)  # wall time: a restart loop must not spin under a scaled clock
+            delay = min(60.0, delay * 2)
+
     async def serve(self) -> None:
         """Run until cancelled: outputs and engine first (it resumes the journal), then the API and
         the VEN; on the way out the outputs flush what is waiting (to their service or the outbox)."""
         try:
             async with asyncio.TaskGroup() as tg:
-                for sink in self.outputs.values():
-                    tg.create_task(sink.run())
+                for name, sink in self.outputs.items():
+                    tg.create_task(self._supervise(name, sink))
                 engine_task = tg.create_task(self.engine.run())
                 await self.engine.wait_started()
                 if self.cfg.api.enabled:
