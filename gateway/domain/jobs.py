@@ -74,6 +74,8 @@ class Job:
     lost_s: float = 0.0
     value_per_mwh: float | None = None
     scheduler: str = ""
+    pausable: bool = True  # the scheduler can suspend it in place (Slurm can; a Ray job cannot)
+    cappable: bool = True  # its GPUs' power limit can be set (the adapter knows where it runs)
 
     def __post_init__(self) -> None:
         if not self.job_id:

@@ -202,8 +202,20 @@ def can_stop(job: Job, allow_checkpoint_stop: bool) -> bool:
     return allow_checkpoint_stop and job.tier is Tier.PREEMPTIBLE and job.requeueable
 
 
+def stop_fits(job: Job, left_s: float, window_s: float, allow_checkpoint_stop: bool) -> bool:
+    """Whether a job that cannot be paused (``pausable=False``: a Ray job) may be stopped for the event
+    instead: it must be resumable, the site must allow stops, and unless it is preemptible its tier's
+    remaining allowance (``left_s`` seconds of work) must cover the event and the stop's overhead."""
+    if not (allow_checkpoint_stop and job.requeueable):
+        return False
+    return job.tier is Tier.PREEMPTIBLE or left_s >= window_s + stop_overhead_s(job)
+
+
 def full_lever(job: Job, window_s: float, allow_checkpoint_stop: bool) -> ActionKind:
-    """PAUSE or CHECKPOINT_STOP for a job allowed to lose the whole event (rule in ``policy``)."""
+    """PAUSE or CHECKPOINT_STOP for a job allowed to lose the whole event (rule in ``policy``); always
+    the stop for a job that cannot be paused (the scan only lets it this far when ``stop_fits``)."""
+    if not job.pausable:
+        return ActionKind.CHECKPOINT_STOP
     if can_stop(job, allow_checkpoint_stop) and window_s >= STOP_OVER_PAUSE_FACTOR * stop_overhead_s(job):
         return ActionKind.CHECKPOINT_STOP
     return ActionKind.PAUSE

@@ -23,7 +23,17 @@ from operator import attrgetter
 from gateway.domain import ActionKind, ClusterSnapshot, Job, JobState, Tier
 from gateway.exceptions import PlanningError
 from gateway.planner.fill import water_fill
-from gateway.planner.levers import Cand, CapRun, Choice, CurveTable, allowance, curve_table, full_lever, lever_loss
+from gateway.planner.levers import (
+    Cand,
+    CapRun,
+    Choice,
+    CurveTable,
+    allowance,
+    curve_table,
+    full_lever,
+    lever_loss,
+    stop_fits,
+)
 from gateway.planner.policy import LOSS_EPS, MIN_SHED_KW, PlannerPolicy
 from gateway.power import PowerModel
 
@@ -35,6 +45,7 @@ _TIER_STR = {t: t.value for t in Tier}
 _CAP = ActionKind.CAP
 _PAUSE = ActionKind.PAUSE
 _STOP = ActionKind.CHECKPOINT_STOP
+_CAPS_ONLY = math.nextafter(1.0, 0.0)  # an allowance as deep as any cap, yet short of the pause/stop phase
 
 # one bucket: jobs with the same table, allowed-cap index and current cap
 _BucketKey = tuple[CurveTable, int, float | None]
@@ -77,6 +88,7 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
     """
     model = policy.model
     out = Scan(policy, window_s)
+    allow_stop = policy.allow_checkpoint_stop
     lo_w, hi_w = policy.min_cap_w, policy.max_cap_w
     tables: dict[str, CurveTable] = {}
     # per workload: its table and the buckets of uncapped jobs, indexed by allowed-cap index
@@ -139,19 +151,27 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
         rem = job.remaining_s
         left = max_loss[tier] * (job.elapsed_s + (window_s if rem is None else rem)) - job.lost_s
         kws = tab.kw
-        if left >= window_s:  # may lose the whole event: deepest cap now, pause/stop if still short
+        if left >= window_s and (job.pausable or stop_fits(job, left, window_s, allow_stop)):
+            # may lose the whole event: deepest cap now, pause/stop if still short
             i = 0
             a = 1.0
             if price is not None:
                 econ.append((val, job.job_id, job, tab, cur, -1))
                 continue
-            if not kws or kws[0] >= cur - MIN_SHED_KW:  # no cap to try first (else found in bucket 0)
+            if not kws or kws[0] >= cur - MIN_SHED_KW or not job.cappable:  # no cap to try first (else in bucket 0)
                 full.append((job, tab, cur))
                 k = (wl, st, cap)
                 other[k] = other.get(k, 0) + g
                 continue
+        elif not job.cappable:  # no lever fits: it cannot be capped, and neither paused nor stopped within its tier
+            spent += 1
+            k = (wl, st, cap)
+            other[k] = other.get(k, 0) + g
+            continue
         else:
             a = left / window_s if left > 0.0 else 0.0
+            if a >= 1.0:  # the whole event, but as caps only: it can be neither paused nor stopped within its tier
+                a = _CAPS_ONLY
             i = bisect_left(tab.guard, 1.0 - a - LOSS_EPS)
             if i >= len(kws) or kws[i] >= cur - MIN_SHED_KW:
                 spent += 1

@@ -238,3 +238,24 @@ def test_policy_cap_range_limits_caps() -> None:
     p = plan(directive(0.0), snapshot(flex25()), policy(tolerance_kw=0.01, min_cap_w=250.0), NOW)
     assert p.shed[0].watts == 250.0
     assert p.shed[0].reason == "cap 250 W keeps 84% (flex-25 allows down to 75%)"
+
+
+def ray_job(job_id: str, tier: Tier, **kw: object) -> Job:
+    """A Ray training job: the adapter can neither suspend it nor cap its GPUs, only checkpoint and stop it."""
+    return Job(job_id=job_id, tier=tier, gpus=8, workload="average", pausable=False, cappable=False,
+               checkpoint_s=60.0, restart_s=120.0, **kw)  # type: ignore[arg-type]
+
+
+def test_a_job_that_cannot_be_paused_or_capped_is_stopped_when_its_tier_allows_it() -> None:
+    # a 70-minute window; flex-50 over a long run allows far more than the window plus 180 s of
+    # checkpoint and restart, so it is stopped; the flex-10 job's allowance (10 % of 70 min + 10 h)
+    # cannot cover it, and there is no gentler lever for it: it is left alone, and the gap says so.
+    long_run = {"elapsed_s": 36_000.0, "remaining_s": 36_000.0}
+    jobs = (ray_job("r50", Tier.FLEX_50, **long_run), ray_job("r10", Tier.FLEX_10, elapsed_s=600.0, remaining_s=3600.0))
+    p = plan(directive(1.0), snapshot(*jobs), policy(tolerance_kw=0.01), NOW)
+    assert [(a.kind, a.job_id) for a in p.shed] == [(ActionKind.CHECKPOINT_STOP, "r50")]
+    assert [(a.kind, a.job_id) for a in p.restore] == [(ActionKind.RESTART, "r50")]
+    assert p.shortfall is not None and "1 flex job(s) have no allowance left for this event" in p.shortfall.reason
+
+    no_stops = plan(directive(1.0), snapshot(*jobs), policy(tolerance_kw=0.01, allow_checkpoint_stop=False), NOW)
+    assert no_stops.shed == ()  # never paused or capped instead: the scheduler could not do it

@@ -190,7 +190,8 @@ def test_no_untaken_watt_is_cheaper_than_a_taken_one(
     last = {jid: _last_watt(by_id[jid], cap) for jid, cap in caps.items()}
     nexts = {}
     for j in snap.jobs:
-        if j.state is JobState.RUNNING and j.tier is not Tier.CRITICAL and j.gpus > 0 and j.job_id not in others:
+        if (j.state is JobState.RUNNING and j.tier is not Tier.CRITICAL and j.gpus > 0 and j.cappable
+                and j.job_id not in others):
             e = _next_watt(j, caps.get(j.job_id, j.power_cap_w), allowance(j, w))
             if e is not None:
                 nexts[j.job_id] = e

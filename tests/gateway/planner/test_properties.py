@@ -49,6 +49,8 @@ def jobs(draw: st.DrawFn) -> tuple[Job, ...]:
             remaining_s=draw(st.one_of(st.none(), st.floats(0, 3 * 86400))),
             lost_s=draw(st.floats(0, 4 * 3600)),
             value_per_mwh=draw(st.one_of(st.none(), st.floats(0, 300))),
+            pausable=draw(st.sampled_from([True, True, True, False])),  # a Ray job cannot be suspended ...
+            cappable=draw(st.sampled_from([True, True, True, False])),  # ... nor capped by the adapter
         ))
     return tuple(out)
 
@@ -120,9 +122,13 @@ def check_contract(p: Plan, snap: ClusterSnapshot, d: Directive, policy: Planner
     assert [j for j, _ in p.job_loss] == list(kinds)  # in shedding order
     for jid, loss in p.job_loss:
         job = by_id[jid]
+        assert job.pausable or kinds[jid] is not ActionKind.PAUSE, f"{jid} cannot be paused"
+        assert job.cappable or kinds[jid] is not ActionKind.CAP, f"{jid} cannot be capped"
         if kinds[jid] is ActionKind.CHECKPOINT_STOP:
-            assert job.tier is Tier.PREEMPTIBLE and job.requeueable and policy.allow_checkpoint_stop
-            assert loss > 1.0
+            assert job.requeueable and policy.allow_checkpoint_stop and loss > 1.0
+            # outright (past its allowance) only when preemptible; a job that cannot be paused is
+            # stopped instead, but only when its tier's allowance covers the stop
+            assert job.tier is Tier.PREEMPTIBLE or (not job.pausable and loss * w <= left_s(job, w) + 1e-6)
         else:
             assert loss <= allowance(job, w) + 1e-9
     # timing: sheds within the window, restores from the end, each under the ramp rate
@@ -196,14 +202,30 @@ def test_economic_mode_sheds_only_jobs_worth_less_than_the_price(
     for j in snap.jobs:  # every running flexible job worth less is shed, unless its tier leaves no lever
         eligible = (j.state is JobState.RUNNING and j.tier is not Tier.CRITICAL and j.gpus > 0
                     and j.value_per_mwh is not None and j.value_per_mwh < price)
-        assert (j.job_id in shed_ids) == (eligible and has_lever(j, window_s(d)))
+        assert (j.job_id in shed_ids) == (eligible and has_lever(j, window_s(d), policy.allow_checkpoint_stop))
 
 
-def has_lever(job: Job, window: float) -> bool:
-    """Whether any whole-watt cap (100..400 W) within the allowance draws less than now, or a pause is allowed."""
+def left_s(job: Job, window: float) -> float:
+    """Seconds of work the job's tier still lets it lose (``allowance`` before it is clipped to the window)."""
+    rem = job.remaining_s
+    return job.tier.max_loss * (job.elapsed_s + (window if rem is None else rem)) - job.lost_s
+
+
+def stop_allowed(job: Job, window: float, allow_stop: bool) -> bool:
+    """A job that cannot be paused may be stopped instead: resumable, allowed by the site, and (unless
+    preemptible) its allowance covering the event plus checkpoint, restart and any unsaved work."""
+    overhead = job.checkpoint_s + job.restart_s + (0.0 if job.checkpointable else job.since_checkpoint_s)
+    return allow_stop and job.requeueable and (job.tier is Tier.PREEMPTIBLE or left_s(job, window) >= window + overhead)
+
+
+def has_lever(job: Job, window: float, allow_stop: bool = True) -> bool:
+    """Whether a pause (or, for a job that cannot be paused, a stop) fits the allowance, or any whole-watt
+    cap (100..400 W) within it draws less than now."""
     a = allowance(job, window)
-    if a >= 1.0:
+    if a >= 1.0 and (job.pausable or stop_allowed(job, window, allow_stop)):
         return True
+    if not job.cappable:
+        return False
     curve = MODEL.curves.get(job.workload)
     now_w = curve.power_at(job.power_cap_w)
     return any(curve.throughput_at(w) >= 1 - a - 1e-9 and curve.power_at(w) < now_w - 1e-3 for w in range(100, 401))
