@@ -4,6 +4,14 @@
 - ``GET /status``: current events, their state, planned and done commands, site power, target.
 - ``POST /v1/jobs/{job_id}/checkpoint-ack``: a job reports its checkpoint is written; body (JSON,
   optional) ``{"checkpoint_path": "...", "event_id": "..."}``.
+
+With a ``JobDirectives`` store (``build_app(directives=...)``), also (see ``gateway.api.jobs``):
+
+- ``GET /v1/jobs/{job_id}/directive``: 200 with the pending directive, 204 when there is none.
+- ``POST /v1/jobs/{job_id}/eta``: ``{"seconds_left": number >= 0}``, 202.
+
+and an acknowledgement withdraws the job's directive (for the same event), so the job's helper stops
+seeing it.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.acks import Ack, CheckpointAcks
+from gateway.api.directives import JobDirectives
+from gateway.api.jobs import add_directive_routes
 from gateway.clock import Clock
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.+:-]{1,128}$")
@@ -27,7 +37,8 @@ HealthFn = Callable[[], bool]
 ACKS_KEY = web.AppKey("acks", CheckpointAcks)
 
 
-def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, clock: Clock) -> web.Application:
+def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, clock: Clock,
+              directives: JobDirectives | None = None) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY)
     app[ACKS_KEY] = acks
 
@@ -57,11 +68,15 @@ def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, cloc
             return _error(400, "checkpoint_path and event_id must be strings (path at most 4096 characters)")
         ack = Ack(job_id=job_id, at=clock.now(), checkpoint_path=path, event_id=event_id)
         acks.ack(ack)
+        if directives is not None:
+            directives.clear(job_id, event_id=event_id)
         return web.json_response({"ok": True, "job_id": job_id, "at": ack.at.isoformat()})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", get_status)
     app.router.add_post("/v1/jobs/{job_id}/checkpoint-ack", checkpoint_ack)
+    if directives is not None:
+        add_directive_routes(app, directives, clock, job_id_pattern=_JOB_ID, error=_error)
     return app
 
 
