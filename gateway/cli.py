@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.config import load_config
@@ -88,13 +89,22 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slurm_job_id(env: Mapping[str, str]) -> str:
+    """The job as the Slurm adapter names it: ``123_4`` for an array task (``SLURM_JOB_ID`` is then the
+    task's own numeric id, which the adapter does not wait on), else ``SLURM_JOB_ID``."""
+    array, task = env.get("SLURM_ARRAY_JOB_ID", ""), env.get("SLURM_ARRAY_TASK_ID", "")
+    if array and task:
+        return f"{array}_{task}"
+    return env.get("SLURM_JOB_ID", "")
+
+
 _ACK_JOB_ID = re.compile(r"^[A-Za-z0-9_.+:-]{1,128}$")
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8765"
 
 
 def _ack(args: argparse.Namespace) -> int:
     """POST a checkpoint acknowledgement; run from a job script, so it fails fast and says why."""
-    job_id = args.job_id or os.environ.get("SLURM_JOB_ID", "")
+    job_id = args.job_id or _slurm_job_id(os.environ)
     if not job_id or not _ACK_JOB_ID.match(job_id):
         print(f"dcflex ack: {job_id!r} is not a job id (give JOB_ID, or run inside a Slurm job)", file=sys.stderr)
         return 2
@@ -149,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_report)
 
     p = sub.add_parser("ack", help="tell the gateway a job's checkpoint is written (run it from the job script)")
-    p.add_argument("job_id", nargs="?", metavar="JOB_ID", help="Slurm job id (default: $SLURM_JOB_ID)")
+    p.add_argument("job_id", nargs="?", metavar="JOB_ID",
+                   help="Slurm job id (default: $SLURM_ARRAY_JOB_ID_$SLURM_ARRAY_TASK_ID, else $SLURM_JOB_ID)")
     p.add_argument("--path", default="", metavar="CHECKPOINT_PATH", help="where the checkpoint was written")
     p.add_argument("--event", default="", metavar="EVENT_ID", help="the event the checkpoint was asked for, if known")
     p.add_argument("--gateway", default=None, metavar="URL",

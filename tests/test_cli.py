@@ -85,3 +85,14 @@ async def test_run_serves_answers_the_vtn_and_stops_cleanly(tmp_path: Path) -> N
             proc.send_signal(signal.SIGINT)
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
         assert proc.returncode == 0, out.decode()[-3000:]
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"SLURM_JOB_ID": "42"}, "42"),
+    ({"SLURM_JOB_ID": "57", "SLURM_ARRAY_JOB_ID": "50", "SLURM_ARRAY_TASK_ID": "7"}, "50_7"),  # as the adapter names it
+    ({}, ""),
+])
+def test_ack_names_the_job_as_the_slurm_adapter_does(env: dict[str, str], expected: str) -> None:
+    from gateway.cli import _slurm_job_id
+
+    assert _slurm_job_id(env) == expected
