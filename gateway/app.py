@@ -10,9 +10,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from adapters.guarded import GuardedScheduler
-from gateway.api import ApiServer, CheckpointAcks, build_app
+from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
 from gateway.clock import Clock, SystemClock
 from gateway.config import DcflexConfig
 from gateway.engine import Engine, EngineSettings
@@ -26,6 +27,13 @@ from gateway.power.site import site_power_model
 from gateway.ven import Ven
 
 log = logging.getLogger("dcflex")
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A part holding a connection of its own (an HTTP session) that the gateway closes on the way out."""
+
+    async def aclose(self) -> None: ...
 
 
 def power_model(cfg: DcflexConfig) -> PowerModel:
@@ -43,8 +51,11 @@ class Parts:
     guarded: bool = True
 
 
-def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel, acks: CheckpointAcks) -> Parts:
-    """The configured scheduler adapter (and the power meter that goes with it)."""
+def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel, acks: CheckpointAcks, *,
+                    directives: JobDirectives | None = None) -> Parts:
+    """The configured scheduler adapter (and the power meter that goes with it). ``directives`` is the store
+    the HTTP API serves to jobs (``GET /v1/jobs/{id}/directive``): the Ray adapter asks jobs to checkpoint
+    through it, so it must be the one given to ``build_app``."""
     kind = cfg.scheduler.kind
     if kind == "slurm":
         from adapters.slurm.adapter import SlurmAdapter
@@ -52,6 +63,18 @@ def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel, acks: Ch
         slurm = SlurmAdapter.from_config(cfg, acks=acks, clock=clock)
         meter = ModelledMeter(slurm, model, nodes=cfg.site.nodes, gpus_per_node=cfg.site.gpus_per_node)
         return Parts(scheduler=slurm, meter=meter, guarded=False)
+    if kind == "ray":
+        from adapters.ray.adapter import RayAdapter
+
+        if directives is None:
+            log.warning("the Ray adapter has no directive store shared with the HTTP API: jobs will not hear "
+                        "checkpoint requests, and each checkpoint-then-stop waits the job's whole grace time")
+            directives = JobDirectives(clock)
+        # Not guarded: the client bounds and retries each HTTP call itself, and a checkpoint-then-stop
+        # legitimately waits up to the job's grace time.
+        ray = RayAdapter.from_config(cfg, directives=directives, acks=acks, clock=clock)
+        meter = ModelledMeter(ray, model, nodes=cfg.site.nodes, gpus_per_node=cfg.site.gpus_per_node)
+        return Parts(scheduler=ray, meter=meter, guarded=False)
     if kind == "simulated":
         from simulators import SimulatedCluster, demo_arrivals, mix_for
 
@@ -65,7 +88,7 @@ def build_scheduler(cfg: DcflexConfig, clock: Clock, model: PowerModel, acks: Ch
         return Parts(scheduler=cluster, meter=cluster)
     raise ConfigError(
         "scheduler.kind",
-        [("scheduler.kind", f"the {kind!r} adapter is not available in this version; use 'simulated' or 'slurm'")],
+        [("scheduler.kind", f"the {kind!r} adapter is not available in this version; use 'simulated', 'slurm' or 'ray'")],
     )
 
 
@@ -85,6 +108,7 @@ class Gateway:
         sample_interval_s: float = 60.0,
         guard: bool = True,
         acks: CheckpointAcks | None = None,
+        directives: JobDirectives | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -100,6 +124,8 @@ class Gateway:
             settings=EngineSettings.from_config(cfg, **overrides), model=model or power_model(cfg), sinks=sinks,
         )
         self.acks = acks or CheckpointAcks()
+        self.directives = directives or JobDirectives(clock)  # served to jobs; the Ray adapter writes to it
+        self._scheduler = scheduler
         self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw)
         self.engine.tell_vtn = self.ven.opt_out
         self.outbox = Outbox(cfg.journal.path)
@@ -142,7 +168,8 @@ class Gateway:
                 await self.engine.wait_started()
                 if self.cfg.api.enabled:
                     app = build_app(
-                        status=self.status, healthy=lambda: not engine_task.done(), acks=self.acks, clock=self.clock
+                        status=self.status, healthy=lambda: not engine_task.done(), acks=self.acks, clock=self.clock,
+                        directives=self.directives,
                     )
                     self.api = ApiServer(app, self.cfg.api.host, self.cfg.api.port)
                     await self.api.__aenter__()
@@ -157,6 +184,8 @@ class Gateway:
                     await sink.aclose()
                 except Exception:  # one output failing to close must not keep the others from flushing
                     log.exception("closing the %r output failed", sink)
+            if isinstance(self._scheduler, Closeable):
+                await self._scheduler.aclose()  # e.g. the Ray adapter's HTTP session
             self.outbox.close()
             self.journal.close()
 
@@ -166,9 +195,10 @@ async def run_gateway(cfg: DcflexConfig, *, dry_run: bool = False) -> None:
     clock = SystemClock()
     model = power_model(cfg)
     acks = CheckpointAcks()
-    parts = build_scheduler(cfg, clock, model, acks)
+    directives = JobDirectives(clock)
+    parts = build_scheduler(cfg, clock, model, acks, directives=directives)
     gateway = Gateway(
         cfg, scheduler=parts.scheduler, meter=parts.meter, clock=clock, model=model,
-        dry_run=dry_run or cfg.scheduler.dry_run, guard=parts.guarded, acks=acks,
+        dry_run=dry_run or cfg.scheduler.dry_run, guard=parts.guarded, acks=acks, directives=directives,
     )
     await gateway.serve()

@@ -37,6 +37,7 @@ install_one() {
   local file=$1 pkgs
   if ! run_in "$file" svc_present >/dev/null 2>&1; then
     pkgs=$( ( source "$file"; echo "${SVC_PACKAGES:-}" ) )
+    [ -n "$pkgs" ] || return 0  # installs itself (e.g. from PyPI into the venv) when it starts
     if [ "$apt_updated" = 0 ]; then
       DEBIAN_FRONTEND=noninteractive apt-get update -qq
       apt_updated=1

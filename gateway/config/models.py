@@ -202,6 +202,20 @@ class SlurmSchedulerConfig(Section):
 
 class RaySchedulerConfig(Section):
     dashboard_url: str = "http://127.0.0.1:8265"
+    gateway_url: str | None = Field(
+        default=None, description="URL Ray jobs reach the gateway's API at (DCFLEX_GATEWAY_URL); default from [api]"
+    )
+    checkpoint_grace_s: NonNegFloat = Field(
+        default=120.0, le=3600, description="grace of a job whose metadata gives no dcflex.checkpoint_grace_s"
+    )
+    retry_backoff_s: NonNegFloat = Field(default=0.5, le=60, description="first wait before retrying the dashboard")
+
+    @field_validator("dashboard_url", "gateway_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v is not None else v
 
 
 class SchedulerConfig(Section):

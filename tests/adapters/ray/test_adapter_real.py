@@ -1,0 +1,293 @@
+"""The Ray adapter against a real Ray head (``scripts/services.sh up`` starts one on loopback, see
+``scripts/services.d/ray.sh``), and the gateway's real job API in-process.
+
+Each job gets a small working_dir of its own (a tmp dir holding one script, uploaded as a ``gcs://``
+package) and is run by this virtualenv's Python, so it can import the job-side helper
+(``gateway.jobside``): the checkpointing job hears the directive over HTTP, writes its step counter,
+acknowledges, and after its resubmission starts again from that step. Everything is checked through Ray's
+own answers (job status, job logs, Serve replica states), not the adapter's memory. Without a reachable
+Ray these tests fail, saying how to start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+import pytest
+
+from adapters.ray.adapter import RayAdapter
+from adapters.ray.client import RayDashboardClient
+from adapters.ray.levers import resubmission_id
+from adapters.ray.model import KEY_ENTRYPOINT, JobSpec
+from adapters.ray.tiers import RayTierResolver
+from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
+from gateway.clock import SystemClock
+from gateway.config.models import RaySchedulerConfig, SchedulerConfig, TiersConfig
+from gateway.domain import Action, ActionKind, JobState, Tier
+from gateway.exceptions import CommandFailed
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+SAVED_ENV = ROOT / "var" / "services" / "env"
+HINT = "start the test services with `scripts/services.sh up`"
+RUN = f"dcflex-t{uuid.uuid4().hex[:6]}"   # every job and app of this run starts with it
+EVENT = f"{RUN}-ev"
+T = TypeVar("T")
+
+TRAIN = '''\
+import os, sys, time
+from gateway import jobside
+
+job_id, resume = os.environ.get("DCFLEX_JOB_ID", ""), os.environ.get("DCFLEX_RESUME_FROM", "")
+for key in ("DCFLEX_JOB_ID", "DCFLEX_RESUME_FROM", "DCFLEX_GATEWAY_URL"):
+    print(f"env {key}={os.environ.get(key, '')}", flush=True)
+step = int(open(resume).read()) if resume else 0
+print(f"start at step {step}", flush=True)
+deadline = time.monotonic() + 120  # never outlive the test run by much
+while time.monotonic() < deadline:
+    time.sleep(0.1)
+    step += 1
+    if jobside.should_checkpoint():
+        asked = jobside.current()
+        path = os.path.join(sys.argv[1], job_id + ".step")
+        with open(path, "w") as f:
+            f.write(str(step))
+        jobside.acknowledge(path, asked.event_id if asked else "")
+        jobside.flush(5)
+        print(f"checkpoint at step {step}", flush=True)
+'''
+
+PLAIN = '''\
+import os, time
+for key in ("DCFLEX_JOB_ID", "DCFLEX_RESUME_FROM", "DCFLEX_GATEWAY_URL"):
+    print(f"env {key}={os.environ.get(key, '')}", flush=True)
+print("start", flush=True)
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    time.sleep(0.2)
+'''
+
+ECHO = '''\
+from ray import serve
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class Echo:
+    def __call__(self, request):
+        return "ok"
+
+
+app = Echo.bind()
+'''
+
+
+def service_env(key: str) -> str:
+    if key in os.environ:
+        return os.environ[key]
+    if SAVED_ENV.exists():
+        for line in SAVED_ENV.read_text().splitlines():
+            name, eq, value = line.partition("=")
+            if eq and name == key:
+                return value
+    pytest.fail(f"{key} is neither in the environment nor in {SAVED_ENV}: {HINT}")
+
+
+async def until(what: str, probe: Callable[[], Awaitable[T | None]], within: float = 30.0) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        got = await probe()
+        if got is not None and got is not False:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Site:
+    ray: RayAdapter
+    client: RayDashboardClient
+    acks: CheckpointAcks
+    directives: JobDirectives
+    gateway_url: str
+    workdir: Path
+    ckpt: Path
+    gpu_resource: str
+
+    def action(self, kind: ActionKind, job_id: str) -> Action:
+        return Action(f"{EVENT}/{kind.value}/{job_id}", kind, datetime.now(UTC), job_id=job_id)
+
+    async def running(self, sid: str, marker: str = "start") -> str:
+        """Wait until the job runs and has printed ``marker``; its logs."""
+        async def probe() -> str | None:
+            job = await self.client.get_job(sid)
+            assert job is not None and job.status in ("PENDING", "RUNNING"), f"{sid}: {job}"
+            logs = await self.client.job_logs(sid) if job.status == "RUNNING" else ""
+            return logs if marker in logs else None
+        return await until(f"job {sid} to run", probe, within=45)
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    url = service_env("DCFLEX_TEST_RAY_DASHBOARD")
+    client = RayDashboardClient(url, timeout_s=20.0, retries=2, backoff_s=0.2)
+    try:
+        version = await client.version()
+    except Exception as exc:
+        await client.aclose()
+        pytest.fail(f"no Ray dashboard answers at {url} ({exc}): {HINT}")
+    assert version.get("ray_version", "").startswith("2.")
+    acks, clock = CheckpointAcks(), SystemClock()
+    directives = JobDirectives(clock)
+    app = build_app(status=dict, healthy=lambda: True, acks=acks, clock=clock, directives=directives)
+    async with ApiServer(app, "127.0.0.1", 0) as api:
+        cfg = SchedulerConfig(kind="ray", command_timeout_s=20.0, retries=2, ray=RaySchedulerConfig(dashboard_url=url))
+        ray = RayAdapter(cfg, RayTierResolver(TiersConfig(default=Tier.CRITICAL)), directives=directives, acks=acks,
+                         gateway_url=api.url, clock=clock, client=client, ack_poll_s=0.1)
+        workdir, ckpt = tmp_path / "job", tmp_path / "ckpt"
+        workdir.mkdir()
+        ckpt.mkdir()
+        (workdir / "train.py").write_text(TRAIN)
+        (workdir / "plain.py").write_text(PLAIN)
+        try:
+            yield Site(ray, client, acks, directives, api.url, workdir, ckpt,
+                       service_env("DCFLEX_TEST_RAY_GPU_RESOURCE"))
+        finally:
+            for job in await client.list_jobs():
+                if (job.submission_id or "").startswith(RUN) and not job.terminal:
+                    await client.stop_job(job.submission_id or "")
+            await client.remove_serve_app(f"{RUN}-echo")
+            await ray.aclose()
+
+
+def train_spec(site: Site, sid: str, script: str, metadata: dict[str, str], wd: str) -> JobSpec:
+    return JobSpec(f"{sys.executable} {script} {site.ckpt}", sid, {"working_dir": wd, "env_vars": {"DCFLEX_POLL_S": "0.2"}},
+                   metadata, entrypoint_num_cpus=0.25, entrypoint_resources={site.gpu_resource: 1.0})
+
+
+async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(site: Site) -> None:
+    wd = await site.client.upload_working_dir(site.workdir)
+    sid = f"{RUN}-train"
+    md = {"dcflex.tier": "flex-25", "dcflex.gpus": "2", "dcflex.resumable": "true",
+          "dcflex.checkpoint_grace_s": "20", "job_name": "toy-train"}
+    assert await site.ray.submit(train_spec(site, sid, "train.py", md, wd)) == sid
+    logs = await site.running(sid, "start at step 0")
+    assert f"env DCFLEX_JOB_ID={sid}\n" in logs and f"env DCFLEX_GATEWAY_URL={site.gateway_url}\n" in logs
+
+    job = (await site.ray.snapshot()).job(sid)
+    assert job is not None and (job.state, job.tier, job.gpus, job.name) == (JobState.RUNNING, Tier.FLEX_25, 2, "toy-train")
+    assert (job.pausable, job.cappable, job.requeueable, job.checkpointable) == (False, False, True, True)
+    assert job.checkpoint_s == 20.0 and job.scheduler == "ray"
+
+    started = time.monotonic()
+    await site.ray.apply(site.action(ActionKind.CHECKPOINT_STOP, sid))
+    took = time.monotonic() - started
+    record = site.ray.checkpoints[-1]
+    path = str(site.ckpt / f"{sid}.step")
+    assert record.acknowledged and record.checkpoint_path == path and record.event_id == EVENT, record
+    assert took < 20.0, "it acknowledged, so the stop did not wait out the grace time"
+    stopped = await site.client.get_job(sid)
+    assert stopped is not None and stopped.status == "STOPPED"
+    assert site.directives.get(sid) is None
+    assert (await site.ray.snapshot()).job(sid).state is JobState.STOPPED  # type: ignore[union-attr]
+    step = int(await asyncio.to_thread(Path(path).read_text))
+    assert step > 0
+
+    restart = site.action(ActionKind.RESTART, sid)
+    await site.ray.apply(restart)
+    # A second gateway (nothing in memory, as after a restart) replays the same restart: Ray still runs one job.
+    again = RayAdapter(site.ray.config, site.ray.resolver, directives=site.directives, acks=site.acks,
+                       gateway_url=site.gateway_url, client=RayDashboardClient(site.client.base_url))
+    await again.apply(restart)
+    await again.aclose()
+    new_id = resubmission_id(sid, EVENT)
+    resumed = [j for j in await site.client.list_jobs() if j.metadata.get("dcflex.resumed_from") == sid]
+    assert [j.submission_id for j in resumed] == [new_id]
+    logs = await site.running(new_id, "start at step")
+    assert f"env DCFLEX_RESUME_FROM={path}\n" in logs and f"env DCFLEX_JOB_ID={new_id}\n" in logs
+    assert f"start at step {step}\n" in logs, "the resubmitted job continues from its checkpoint"
+    new = resumed[0]
+    assert new.entrypoint == f"{sys.executable} train.py {site.ckpt}"
+    assert {k: new.metadata[k] for k in md} == md and new.runtime_env["working_dir"] == wd
+    assert new.entrypoint_resources == {site.gpu_resource: 1.0} and KEY_ENTRYPOINT in new.metadata
+    assert (await site.ray.snapshot()).job(sid).state is JobState.COMPLETED  # type: ignore[union-attr]
+
+
+async def test_a_job_that_never_acknowledges_is_stopped_after_its_grace(site: Site) -> None:
+    wd = await site.client.upload_working_dir(site.workdir)
+    sid = f"{RUN}-silent"
+    md = {"dcflex.tier": "preemptible", "dcflex.resumable": "true", "dcflex.checkpoint_grace_s": "2"}
+    await site.ray.submit(train_spec(site, sid, "plain.py", md, wd))
+    await site.running(sid)
+    assert (await site.ray.snapshot()).job(sid).gpus == 0  # type: ignore[union-attr]  # no dcflex.gpus, no entrypoint GPU
+    started = time.monotonic()
+    await site.ray.apply(site.action(ActionKind.CHECKPOINT_STOP, sid))
+    took = time.monotonic() - started
+    record = site.ray.checkpoints[-1]
+    assert not record.acknowledged and "probably lost" in record.note and record.waited_s >= 2.0
+    assert 2.0 <= took < 15.0
+    assert (await site.client.get_job(sid)).status == "STOPPED"  # type: ignore[union-attr]
+    await site.ray.apply(site.action(ActionKind.RESTART, sid))
+    logs = await site.running(resubmission_id(sid, EVENT))
+    assert "env DCFLEX_RESUME_FROM=\n" in logs  # nothing acknowledged: nothing to resume from
+
+
+async def test_levers_ray_cannot_pull_are_refused_and_the_job_keeps_running(site: Site) -> None:
+    wd = await site.client.upload_working_dir(site.workdir)
+    sid = f"{RUN}-critical"
+    await site.ray.submit(train_spec(site, sid, "plain.py", {"dcflex.tier": "preemptible"}, wd))
+    for kind, why in ((ActionKind.PAUSE, "pausable"), (ActionKind.CHECKPOINT_STOP, "resumable")):
+        with pytest.raises(CommandFailed, match=why):
+            await site.ray.apply(site.action(kind, sid))
+    await site.running(sid)
+    assert (await site.client.get_job(sid)).status == "RUNNING"  # type: ignore[union-attr]
+
+
+async def test_serve_scales_down_and_back_up(site: Site, tmp_path: Path) -> None:
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "echo_app.py").write_text(ECHO)
+    wd = await site.client.upload_working_dir(tmp_path / "serve")
+    name = f"{RUN}-echo"
+    await site.client.deploy_serve_app(
+        {"name": name, "route_prefix": f"/{name}", "import_path": "echo_app:app", "runtime_env": {"working_dir": wd},
+         "deployments": [{"name": "Echo", "num_replicas": 3}]},
+        http_options={"host": "127.0.0.1", "port": free_port()},
+    )
+
+    async def replicas(target: int) -> bool:
+        app = (await site.ray.serve()).apps.get(name)
+        assert app is None or app.status != "DEPLOY_FAILED", app
+        if app is None or "Echo" not in app.deployments:
+            return False
+        dep = app.deployments["Echo"]
+        return dep.target_num_replicas == target and dep.running_replicas == target == len(dep.replicas)
+
+    await until("3 running replicas", lambda: replicas(3), within=60)
+    sent = await site.ray.scale_serve(name, "Echo", 1)
+    assert sent is not None
+    assert [a["deployments"] for a in sent["applications"] if a["name"] == name] == [[{"name": "Echo", "num_replicas": 1}]]
+    await until("1 replica", lambda: replicas(1), within=30)
+    assert await site.ray.scale_serve(name, "Echo", 1) is None  # already there: nothing sent
+    await site.ray.scale_serve(name, "Echo", 3)
+    await until("3 replicas again", lambda: replicas(3), within=30)
+    proxy = (await site.ray.serve()).http_options or {}
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{proxy['port']}/{name}") as resp:
+        assert (resp.status, await resp.text()) == (200, "ok")
