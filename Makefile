@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.planner_bench
 	$(BIN)/python -m benchmarks.event_latency_bench
 	$(BIN)/python -m benchmarks.slurm_parse_bench
+	$(BIN)/python -m benchmarks.jobside_bench
 	scripts/services.sh up
 	status=0; $(BIN)/python -m benchmarks.tsdb_bench && $(BIN)/python -m benchmarks.mqtt_bench || status=$$?; scripts/services.sh down; exit $$status
 
