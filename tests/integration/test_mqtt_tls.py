@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
 import subprocess
 import uuid
@@ -30,24 +29,11 @@ from gateway.clock import SystemClock
 from gateway.config.models import MqttSinkConfig
 from gateway.journal.outbox import Outbox
 from gateway.sinks.mqtt import MqttSink
+from tests.services import HINT, service_env
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SAVED_ENV = ROOT / "var" / "services" / "env"
-HINT = "start the test services with `scripts/services.sh up`"
-
-
-def service_env(key: str) -> str:
-    """One setting from the environment, else from the file `services.sh up` wrote."""
-    if key in os.environ:
-        return os.environ[key]
-    if SAVED_ENV.exists():
-        for line in SAVED_ENV.read_text().splitlines():
-            name, eq, value = line.partition("=")
-            if eq and name == key:
-                return value
-    pytest.fail(f"{key} is neither in the environment nor in {SAVED_ENV}: {HINT}")
 
 
 @dataclass(frozen=True)

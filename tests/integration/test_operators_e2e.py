@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -48,32 +47,19 @@ from gateway.sinks.mqtt.payloads import to_topic_level
 from gateway.sinks.tsdb import TsdbSink
 from simulators.cluster import SimulatedCluster
 from simulators.vtn import ScriptedVtn
+from tests.services import HINT, service_env
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SAVED_ENV = ROOT / "var" / "services" / "env"
 MOSQUITTO_SH = ROOT / "scripts" / "services.d" / "mosquitto.sh"
 VM_SH = ROOT / "scripts" / "services.d" / "victoriametrics.sh"
-HINT = "start the test services with `scripts/services.sh up`"
 
 VEN_ID = "ven-e2e"
 ALLOWED = "ops-alice"  # the one identity in override_allow
 SAMPLE_S = 0.5  # the engine reads site power twice per power interval, so no interval is left empty
 POWER_INTERVAL_S = 1.0
 POWER_INTERVAL_MS = 1000
-
-
-def service_env(key: str) -> str:
-    """One setting from the environment, else from the file `services.sh up` wrote."""
-    if key in os.environ:
-        return os.environ[key]
-    if SAVED_ENV.exists():
-        for line in SAVED_ENV.read_text().splitlines():
-            name, eq, value = line.partition("=")
-            if eq and name == key:
-                return value
-    pytest.fail(f"{key} is neither in the environment nor in {SAVED_ENV}: {HINT}")
 
 
 async def until(what: str, check: Callable[[], bool], within: float, detail: Callable[[], object] = lambda: "") -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -21,23 +20,11 @@ import aiomqtt
 import pytest
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
+from tests.services import HINT, service_env
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SAVED_ENV = ROOT / "var" / "services" / "env"
-HINT = "start the test services with `scripts/services.sh up`"
-
-
-def service_env(key: str) -> str:
-    """One setting from the environment, else from the file `services.sh up` wrote."""
-    if key in os.environ:
-        return os.environ[key]
-    if SAVED_ENV.exists():
-        for line in SAVED_ENV.read_text().splitlines():
-            name, eq, value = line.partition("=")
-            if eq and name == key:
-                return value
-    pytest.fail(f"{key} is neither in the environment nor in {SAVED_ENV}: {HINT}")
 
 
 async def test_retained_qos1_message_reaches_a_later_subscriber() -> None:

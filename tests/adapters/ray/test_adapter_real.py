@@ -12,7 +12,6 @@ Ray these tests fail, saying how to start it.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
 import time
@@ -36,12 +35,11 @@ from gateway.clock import SystemClock
 from gateway.config.models import RaySchedulerConfig, SchedulerConfig, TiersConfig
 from gateway.domain import Action, ActionKind, JobState, Tier
 from gateway.exceptions import CommandFailed
+from tests.services import HINT, service_env
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-SAVED_ENV = ROOT / "var" / "services" / "env"
-HINT = "start the test services with `scripts/services.sh up`"
 RUN = f"dcflex-t{uuid.uuid4().hex[:6]}"   # every job and app of this run starts with it
 EVENT = f"{RUN}-ev"
 T = TypeVar("T")
@@ -91,17 +89,6 @@ class Echo:
 
 app = Echo.bind()
 '''
-
-
-def service_env(key: str) -> str:
-    if key in os.environ:
-        return os.environ[key]
-    if SAVED_ENV.exists():
-        for line in SAVED_ENV.read_text().splitlines():
-            name, eq, value = line.partition("=")
-            if eq and name == key:
-                return value
-    pytest.fail(f"{key} is neither in the environment nor in {SAVED_ENV}: {HINT}")
 
 
 async def until(what: str, probe: Callable[[], Awaitable[T | None]], within: float = 30.0) -> T:
