@@ -123,8 +123,9 @@ class Gateway:
             scheduler=port, meter=meter, journal=self.journal, clock=clock,
             settings=EngineSettings.from_config(cfg, **overrides), model=model or power_model(cfg), sinks=sinks,
         )
-        self.acks = acks or CheckpointAcks()
-        self.directives = directives or JobDirectives(clock)  # served to jobs; the Ray adapter writes to it
+        # ``is None``, not ``or``: an empty store is falsy, and a second one would split jobs from the adapter
+        self.acks = acks if acks is not None else CheckpointAcks()
+        self.directives = directives if directives is not None else JobDirectives(clock)  # the Ray adapter writes to it
         self._scheduler = scheduler
         self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw)
         self.engine.tell_vtn = self.ven.opt_out

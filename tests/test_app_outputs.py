@@ -69,3 +69,17 @@ def test_outputs_are_built_from_the_configuration(tmp_path: Path, enabled: tuple
     assert all(s in gateway.engine.out.sinks for s in gateway.outputs.values())
     gateway.outbox.close()
     gateway.journal.close()
+
+
+def test_the_gateway_serves_the_directive_store_it_was_given_even_an_empty_one(tmp_path: Path) -> None:
+    from gateway.api import CheckpointAcks, JobDirectives
+
+    cfg = DcflexConfig.model_validate({"journal": {"path": str(tmp_path / "j.sqlite3")}})
+    clock = ManualClock(T0)
+    model = power_model(cfg)
+    cluster = SimulatedCluster(clock, model, 4, 8, demo_mix(7)[:4], seed=7)
+    directives, acks = JobDirectives(clock), CheckpointAcks()  # empty: falsy, yet the ones the adapter writes to
+    gateway = Gateway(cfg, scheduler=cluster, meter=cluster, clock=clock, model=model, directives=directives, acks=acks)
+    assert gateway.directives is directives and gateway.acks is acks
+    gateway.outbox.close()
+    gateway.journal.close()

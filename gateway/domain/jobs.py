@@ -127,4 +127,8 @@ class ClusterSnapshot:
 
     @property
     def total_gpus(self) -> int:
-        return sum(n.gpus for n in self.nodes) if self.nodes else sum(j.gpus for j in self.jobs)
+        """The nodes' GPUs; without nodes (Ray reports none), those of the jobs that still hold theirs:
+        a finished job a scheduler still lists holds none, and counting it would invent idle draw."""
+        if self.nodes:
+            return sum(n.gpus for n in self.nodes)
+        return sum(j.gpus for j in self.jobs if j.state is not JobState.COMPLETED)

@@ -205,7 +205,7 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
                 capped.setdefault((tab, i, None), []).extend(lst)
                 gpus[(tab, i, None)] = gpus.get((tab, i, None), 0) + gs[i]
     nodes = snapshot.nodes
-    total_gpus = sum(map(_gpus_of, nodes)) if nodes else sum(map(_gpus_of, snapshot.jobs))
+    total_gpus = sum(map(_gpus_of, nodes)) if nodes else snapshot.total_gpus
     out.floor_kw = model.idle_floor_kw(total_gpus, len(nodes))
     parts = [key[0].running_kw(model, key[2]) * g for key, g in gpus.items()]
     parts += [cur * job.gpus for _, _, job, _, cur, _ in econ]

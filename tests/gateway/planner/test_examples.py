@@ -259,3 +259,15 @@ def test_a_job_that_cannot_be_paused_or_capped_is_stopped_when_its_tier_allows_i
 
     no_stops = plan(directive(1.0), snapshot(*jobs), policy(tolerance_kw=0.01, allow_checkpoint_stop=False), NOW)
     assert no_stops.shed == ()  # never paused or capped instead: the scheduler could not do it
+
+
+def test_finished_jobs_a_scheduler_still_lists_add_no_idle_draw() -> None:
+    # Ray lists no nodes and keeps ended jobs for a while: their GPUs are free, not idle draw to shed
+    running = [ray_job(f"r{i}", Tier.PREEMPTIBLE, requeueable=True) for i in range(4)]
+    ended = [Job(job_id=f"done{i}", tier=Tier.FLEX_25, gpus=8, workload="average", state=JobState.COMPLETED)
+             for i in range(50)]
+    alone = plan(directive(3 * SITE_KW), snapshot(*running), policy(tolerance_kw=0.01), NOW)
+    listed = plan(directive(3 * SITE_KW), snapshot(*running, *ended), policy(tolerance_kw=0.01), NOW)
+    assert listed.expected_kw == pytest.approx(alone.expected_kw)
+    assert [a.key for a in listed.shed] == [a.key for a in alone.shed] and 0 < len(alone.shed) < len(running)
+    assert listed.shortfall is None
