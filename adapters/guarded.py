@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from gateway.domain import Action, ClusterSnapshot
 from gateway.exceptions import AdapterError, AdapterTimeout, AdapterUnavailable
-from gateway.ports import SchedulerPort
+from gateway.ports import Facts, Recall, SchedulerPort
 
 log = logging.getLogger("dcflex.adapters")
 T = TypeVar("T")
@@ -53,14 +53,14 @@ class GuardedScheduler:
     async def snapshot(self) -> ClusterSnapshot:
         return await self._guard("snapshot", (), self.inner.snapshot)
 
-    async def apply(self, action: Action) -> None:
+    async def apply(self, action: Action) -> Facts | None:
         subject = action.job_id or ",".join(action.nodes)
-        await self._guard(
+        return await self._guard(
             f"{action.kind.value} {subject} ({action.key})", self.inner.describe(action), lambda: self.inner.apply(action)
         )
 
     def describe(self, action: Action) -> list[str]:
         return self.inner.describe(action)
 
-    def recall_caps(self, caps: Mapping[str, float]) -> None:
-        self.inner.recall_caps(caps)
+    def recall(self, memory: Recall) -> None:
+        self.inner.recall(memory)

@@ -19,7 +19,6 @@ import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from gateway.app import Gateway, power_model
 from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import Action
+from gateway.ports import Facts, Recall
 from simulators.cluster import SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from simulators.workloads import demo_mix
@@ -46,16 +46,17 @@ class FirstCommand:
     async def snapshot(self) -> Any:
         return await self.inner.snapshot()
 
-    async def apply(self, action: Action) -> None:
+    async def apply(self, action: Action) -> Facts | None:
         if self.first_at is None:
             self.first_at = time.perf_counter()
         await self.inner.apply(action)
+        return None
 
     def describe(self, action: Action) -> list[str]:
         return self.inner.describe(action)
 
-    def recall_caps(self, caps: Mapping[str, float]) -> None:
-        self.inner.recall_caps(caps)
+    def recall(self, memory: Recall) -> None:
+        self.inner.recall(memory)
 
     async def read_kw(self) -> float:
         return await self.inner.read_kw()

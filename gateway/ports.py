@@ -8,9 +8,29 @@ source implements ``PowerMeter``; the VEN hands events to an ``EventHandler``; o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.domain import Action, ClusterSnapshot, GridEvent, OptDecision
+
+Facts = Mapping[str, object]
+"""What an adapter reports about a command it carried out, beyond success: e.g. for a checkpoint-then-stop
+``acknowledged`` (false: work since the job's last checkpoint is probably lost), ``checkpoint_path``,
+``waited_s`` and ``note``. The executor journals them with the command and alerts on a stop that was
+not acknowledged; a restarted gateway hands them back through ``Recall``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """What the journal remembers of the gateway's own changes, handed to the scheduler once at start-up.
+
+    ``caps``: GPU power limits (watts by job id) set and not lifted. ``in_force``: every shed command
+    done (or possibly sent) and not undone, oldest first. ``facts``: what ``apply`` reported for those
+    of them that reported anything, by action key."""
+
+    caps: Mapping[str, float] = field(default_factory=dict)
+    in_force: tuple[Action, ...] = ()
+    facts: Mapping[str, Facts] = field(default_factory=dict)
 
 
 class SchedulerPort(Protocol):
@@ -18,23 +38,23 @@ class SchedulerPort(Protocol):
 
     ``apply`` must be idempotent for a given ``action.key`` (applying a done action again changes
     nothing) and must raise ``AdapterError`` subclasses only. ``describe`` says, without doing it,
-    which commands ``apply`` would run: the dry-run mode prints it. ``recall_caps`` hands over what
-    the journal remembers of the gateway's power caps after a restart.
+    which commands ``apply`` would run: the dry-run mode prints it. ``apply`` may return ``Facts``
+    about what happened. ``recall`` hands over what the journal remembers after a restart.
     """
 
     name: str
 
     async def snapshot(self) -> ClusterSnapshot: ...
 
-    async def apply(self, action: Action) -> None: ...
+    async def apply(self, action: Action) -> Facts | None: ...
 
     def describe(self, action: Action) -> list[str]: ...
 
-    def recall_caps(self, caps: Mapping[str, float]) -> None:
-        """GPU power limits (watts by job id) the gateway set and has not lifted, from its journal,
-        handed over once at start-up. A scheduler that cannot read limits back (Slurm) takes them as
-        its own memory, so a restarted gateway still sees capped jobs as capped; one that reads them
-        (the simulated cluster) has nothing to learn."""
+    def recall(self, memory: Recall) -> None:
+        """The gateway's own changes still in force, from its journal (``Recall``). A scheduler that cannot
+        read them back (Slurm's power limits, a Ray job's acknowledged checkpoint, a Serve deployment's
+        size before the gateway scaled it) takes them as its own memory again; one that reads them (the
+        simulated cluster) has nothing to learn."""
         ...
 
 

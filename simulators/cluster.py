@@ -14,7 +14,7 @@ measured outcome differ only by what the plan could not know: jobs ending, arriv
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -22,6 +22,7 @@ from typing import TypeVar
 from gateway.clock import Clock
 from gateway.domain import Action, ActionKind, ClusterSnapshot, Job, JobState, Tier
 from gateway.exceptions import AdapterError, CommandFailed
+from gateway.ports import Recall
 from gateway.power import PowerModel
 from simulators._simcore import ADAPTER, Arrivals, SimCore, SimJob, SimJobSpec
 
@@ -29,6 +30,8 @@ __all__ = ["Arrivals", "CommandRecord", "JobReport", "SimJobSpec", "SimulatedClu
 
 _T = TypeVar("_T")
 _LIVE = (JobState.RUNNING, JobState.SUSPENDED, JobState.CHECKPOINTING, JobState.RESTARTING)
+_SCALING = (ActionKind.SCALE_DOWN, ActionKind.SCALE_UP)
+_NO_SCALE = "the simulated cluster runs no replicated services"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +113,13 @@ class SimulatedCluster:
         self._advance()
         return self._measured()
 
-    def recall_caps(self, caps: Mapping[str, float]) -> None:
-        """Nothing to learn: the simulated cluster reports each job's power limit itself."""
+    def recall(self, memory: Recall) -> None:
+        """Nothing to learn: the simulated cluster reports each job's state and power limit itself."""
 
     def describe(self, action: Action) -> list[str]:
         k, jid = action.kind, action.job_id
+        if k in _SCALING:
+            return [f"sim: refused: {_NO_SCALE}"]
         if k is ActionKind.CAP:
             return [f"sim: cap job {jid} to {self._clamp(action.watts):.0f} W"]
         if k in (ActionKind.HOLD_NODES, ActionKind.RELEASE_NODES):
@@ -151,6 +156,8 @@ class SimulatedCluster:
                 raise exc
             raise exc(f"sim: injected failure of {action.kind} {action.job_id or ','.join(action.nodes)}",
                       adapter=ADAPTER, command=self.describe(action))
+        if action.kind in _SCALING:
+            raise self._refuse(action, f"cannot {action.kind.value} {action.job_id}: {_NO_SCALE}")
         self._advance()
         changed, nodes, watts = self._do(action)
         self._done_keys.add(action.key)

@@ -31,19 +31,22 @@ import logging
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from adapters.ray.client import RayDashboardClient
 from adapters.ray.levers import KEY_RESUMED_FROM, RayLevers, event_of, refused, resubmission_id, with_gateway_env
 from adapters.ray.model import JobSpec, RayJob, ServeInstance, StopRecord
+from adapters.ray.services import ServeBook, ServeRules, ServeTarget, lookup, services
 from adapters.ray.tiers import RayTierResolver, to_domain
 from gateway.api.acks import CheckpointAcks
 from gateway.api.directives import JobDirectives
 from gateway.clock import Clock, SystemClock
 from gateway.config.models import DcflexConfig, SchedulerConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, Job
+from gateway.exceptions import CommandFailed
+from gateway.ports import Facts, Recall
 
 __all__ = ["KEEP_ENDED_S", "RayAdapter", "gateway_url_for"]
 
@@ -51,6 +54,7 @@ log = logging.getLogger("dcflex.adapters.ray")
 
 KEEP_ENDED_S = 3600.0
 _NO_OP = (ActionKind.RESUME, ActionKind.UNCAP, ActionKind.RELEASE_NODES)
+_SCALES = (ActionKind.SCALE_DOWN, ActionKind.SCALE_UP)
 _WHY_NOT = {
     ActionKind.PAUSE: "Ray cannot suspend a job in place (the Jobs API can only stop it); the planner should not "
                       "choose a pause for a job with pausable=False",
@@ -101,11 +105,17 @@ class RayAdapter:
         self.levers = RayLevers(self.client, resolver, self.clock, directives=directives, acks=acks,
                                 gateway_url=gateway_url, ack_poll_s=ack_poll_s, stop_wait_s=stop_wait_s)
         self.jobs: dict[str, RayJob] = {}   # from the last snapshot, for describe()
+        self.serve_rules = ServeRules(config.ray.serve, resolver.default)
+        self.book = ServeBook()
+        self._serve_warned = False
+        self.services: dict[str, ServeTarget] = {}  # service job id → its app and deployment (last snapshot)
         self._done: set[str] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._handlers: dict[ActionKind, Callable[[Action], Awaitable[None]]] = {
+        self._handlers: dict[ActionKind, Callable[[Action], Awaitable[Facts | None]]] = {
             ActionKind.CHECKPOINT_STOP: self.levers.checkpoint_stop,
             ActionKind.RESTART: self.levers.restart,
+            ActionKind.SCALE_DOWN: self._scale,
+            ActionKind.SCALE_UP: self._scale,
         }
 
     @classmethod
@@ -127,7 +137,7 @@ class RayAdapter:
     # --------------------------------------------------------------------------- port
 
     async def snapshot(self) -> ClusterSnapshot:
-        listed = await self.client.list_jobs()
+        listed, instance = await asyncio.gather(self.client.list_jobs(), self._serve_details())
         now = self.clock.now()
         old = now - timedelta(seconds=KEEP_ENDED_S)
         held_ids = self.levers.stopped
@@ -148,33 +158,83 @@ class RayAdapter:
             jobs.append(to_domain(rj, self.resolver.resolve(rj), now, held=held,
                                   checkpointing=sid in self.levers.in_checkpoint))
         await self.levers.keep_packages(waiting)
-        return ClusterSnapshot(at=now, jobs=tuple(jobs))
+        served, self.services = services(instance, self.serve_rules, self.book)
+        return ClusterSnapshot(at=now, jobs=(*jobs, *served))
 
-    async def apply(self, action: Action) -> None:
+    async def apply(self, action: Action) -> Facts | None:
         if action.key in self._done:
-            return
+            return None
         kind = action.kind
         if kind in _WHY_NOT:
             raise refused(action, _WHY_NOT[kind])
-        async with self._locks[action.job_id or "\x00nodes"]:
+        lock = self._locks["\x00serve" if kind in _SCALES else action.job_id or "\x00nodes"]
+        async with lock:
             if action.key in self._done:
-                return
+                return None
+            facts: Facts | None = None
             if kind in _NO_OP:
                 log.info("%s %s: nothing to undo on Ray (its lever is never applied there)", kind.value, action.job_id)
             else:
-                await self._handlers[kind](action)
+                facts = await self._handlers[kind](action)
             self._done.add(action.key)
+            return facts
 
-    def recall_caps(self, caps: Mapping[str, float]) -> None:
-        """The Ray adapter never sets power caps: whatever the journal remembers was not set through it."""
-        if caps:
+    def recall(self, memory: Recall) -> None:
+        """After a restart: the jobs stopped and waiting for their resubmission (with the checkpoint each
+        acknowledged) and the Serve deployments' sizes before the gateway scaled them. The Ray adapter
+        never sets power caps: whatever the journal lists of those was not set through it."""
+        self.levers.recall(memory.in_force, memory.facts)
+        self.book.recall(memory.in_force)
+        if memory.caps:
             log.warning("the journal lists GPU power caps for %d job(s); the Ray adapter sets none, ignoring them",
-                        len(caps))
+                        len(memory.caps))
+
+    async def _serve_details(self) -> ServeInstance:
+        """Serve's applications; none when this dashboard cannot tell (a cluster without Serve may answer
+        404): the jobs are still read, and the reason is logged once."""
+        try:
+            instance = await self.client.serve_details()
+        except CommandFailed as exc:
+            if not self._serve_warned:
+                log.warning("Serve deployments left out of the snapshot: %s", exc)
+                self._serve_warned = True
+            return ServeInstance(apps={})
+        self._serve_warned = False
+        return instance
+
+    async def _scale(self, action: Action) -> Facts | None:
+        """Set a Serve deployment's replica count (one lock for every Serve command: each rewrites the whole
+        declarative config from a fresh read, and two at once would undo each other)."""
+        target = lookup(self.services, action.job_id)
+        replicas = action.replicas
+        if target is None or replicas is None:
+            raise refused(action, f"{action.job_id} is not a Serve deployment (serve:<app>/<deployment>)")
+        instance = await self.client.serve_details()
+        app = instance.apps.get(target.app)
+        dep = app.deployments.get(target.deployment) if app is not None else None
+        before = dep.target_num_replicas if dep is not None else replicas
+        if action.kind is ActionKind.SCALE_UP and dep is None:
+            log.warning("Serve %s/%s is gone: nothing to scale back up", target.app, target.deployment)
+            self.book.scaled_up(action.job_id, replicas)
+            return None
+        await self.scale_serve(target.app, target.deployment, replicas)
+        if action.kind is ActionKind.SCALE_DOWN:
+            self.book.scaled_down(action.job_id, before, replicas)
+        else:
+            self.book.scaled_up(action.job_id, replicas)
+        return {"replicas_before": before, "replicas": replicas}
 
     def describe(self, action: Action) -> list[str]:
         kind, jid, url = action.kind, action.job_id, self.client.url
         if kind in _WHY_NOT:
             return [f"# refused: {_WHY_NOT[kind]}"]
+        if kind in _SCALES:
+            target = lookup(self.services, jid)
+            if target is None:
+                return [f"# refused: {jid} is not a Serve deployment (serve:<app>/<deployment>)"]
+            return [f"GET {url('/api/serve/applications/')}",
+                    f"PUT {url('/api/serve/applications/')} <every application's deployed config, "
+                    f"{target.app}/{target.deployment} with num_replicas = {action.replicas}>"]
         if kind in _NO_OP:
             return [f"# nothing to undo on Ray for {jid}"]
         job = self.jobs.get(jid)

@@ -35,8 +35,9 @@ from adapters.ray.tiers import RayTierResolver
 from gateway.api.acks import Ack, CheckpointAcks
 from gateway.api.directives import JobDirectives
 from gateway.clock import Clock
-from gateway.domain import Action
+from gateway.domain import Action, ActionKind
 from gateway.exceptions import CommandFailed
+from gateway.ports import Facts
 
 __all__ = ["ENV_GATEWAY_URL", "ENV_JOB_ID", "ENV_RESUME_FROM", "KEY_RESUMED_FROM", "RayLevers", "event_of",
            "refused", "resubmission_id", "with_gateway_env"]
@@ -118,7 +119,9 @@ class RayLevers:
 
     # ----------------------------------------------------------------------- checkpoint, stop
 
-    async def checkpoint_stop(self, a: Action) -> None:
+    async def checkpoint_stop(self, a: Action) -> Facts | None:
+        """Ask, wait for the acknowledgement (bounded by the job's grace), stop; the facts of how it went
+        (``StopRecord.facts``), or None when there was nothing to stop."""
         event = event_of(a.key)
         job = await self.client.get_job(a.job_id)
         if job is None:
@@ -130,17 +133,15 @@ class RayLevers:
         armed = self._armed.get(a.job_id)
         if job.terminal:
             if armed is not None and armed[0] == a.key:  # an earlier attempt of this action asked; it has left
-                self._finish(a.job_id, event, armed[1], policy.checkpoint_grace_s, stopped=False)
-            else:
-                log.info("checkpoint_stop %s: nothing to do, Ray says it is %s", a.job_id, job.status)
-            return
+                return self._finish(a.job_id, event, armed[1], policy.checkpoint_grace_s, stopped=False)
+            log.info("checkpoint_stop %s: nothing to do, Ray says it is %s", a.job_id, job.status)
+            return None
         await self._pin(job)
         if job.status != "RUNNING" or self.directives is None:
             why = ("it had not started: nothing to checkpoint" if job.status != "RUNNING" else
                    "no directive store (the gateway's job API) to ask it to checkpoint: stopped without one")
             await self._stop(a.job_id)
-            self._record(StopRecord(a.job_id, event, self.clock.now(), False, note=why))
-            return
+            return self._record(StopRecord(a.job_id, event, self.clock.now(), False, note=why))
         if armed is not None and armed[0] == a.key:
             since = armed[1]  # a retry of this action: asked already; asking again would start a second checkpoint
         else:
@@ -155,7 +156,7 @@ class RayLevers:
             await self._stop(a.job_id)
         finally:
             self.in_checkpoint.discard(a.job_id)
-        self._finish(a.job_id, event, since, policy.checkpoint_grace_s, stopped=True)
+        return self._finish(a.job_id, event, since, policy.checkpoint_grace_s, stopped=True)
 
     def _ack(self, job_id: str, event: str) -> Ack | None:
         ack = self.acks.get(job_id) if self.acks is not None else None
@@ -190,7 +191,7 @@ class RayLevers:
             await self.clock.sleep(0.5)
         log.warning("stop %s: Ray still reports it running %g s after the stop request", job_id, self.stop_wait_s)
 
-    def _finish(self, job_id: str, event: str, since: datetime, grace_s: float, *, stopped: bool) -> None:
+    def _finish(self, job_id: str, event: str, since: datetime, grace_s: float, *, stopped: bool) -> Facts:
         now = self.clock.now()
         waited = (now - since).total_seconds()
         ack = self._ack(job_id, event)
@@ -202,18 +203,27 @@ class RayLevers:
         if ack is not None:
             log.info("checkpoint_stop %s: checkpoint acknowledged after %.1f s%s", job_id, waited,
                      f" ({ack.checkpoint_path})" if ack.checkpoint_path else "")
-            self._record(StopRecord(job_id, event, since, True, ack.checkpoint_path, waited, eta_s))
-            return
+            return self._record(StopRecord(job_id, event, since, True, ack.checkpoint_path, waited, eta_s))
         how = f"no checkpoint acknowledgement within {grace_s:g} s" if stopped else "it ended before acknowledging"
         note = f"{how}: stopped anyway; work since its last checkpoint is probably lost"
         if eta_s is not None:
             note += f" (it had reported {eta_s:g} s left)"
         log.warning("checkpoint_stop %s: %s", job_id, note)
-        self._record(StopRecord(job_id, event, since, False, "", waited, eta_s, note))
+        return self._record(StopRecord(job_id, event, since, False, "", waited, eta_s, note))
 
-    def _record(self, record: StopRecord) -> None:
+    def _record(self, record: StopRecord) -> Facts:
         self.stopped[record.job_id] = record
         self.checkpoints.append(record)
+        return record.facts()
+
+    def recall(self, in_force: Iterable[Action], facts: Mapping[str, Facts]) -> None:
+        """After a restart: the jobs the journal says were stopped and not yet restarted, with the checkpoint
+        each acknowledged (from the facts journaled with the stop), so their resubmission resumes from it."""
+        for a in in_force:
+            if a.kind is ActionKind.CHECKPOINT_STOP and a.job_id not in self.stopped:
+                got = facts.get(a.key)
+                if got is not None:
+                    self.stopped[a.job_id] = StopRecord.from_facts(a.job_id, event_of(a.key), a.at, got)
 
     # ---------------------------------------------------------------------------- restart
 

@@ -169,6 +169,7 @@ class ServeDeployment:
     target_num_replicas: int
     replicas: tuple[Replica, ...] = ()
     autoscaling: bool = False
+    num_gpus: float | None = None          # ray_actor_options.num_gpus: what one replica reserves
 
     @property
     def running_replicas(self) -> int:
@@ -216,6 +217,7 @@ class ServeInstance:
                     replicas=tuple(Replica(str(r.get("replica_id", "")), str(r.get("state", "")))
                                    for r in dep.get("replicas") or ()),
                     autoscaling=bool(dcfg.get("autoscaling_config")),
+                    num_gpus=_num((dcfg.get("ray_actor_options") or {}).get("num_gpus")),
                 )
             config = app.get("deployed_app_config")
             apps[str(name)] = ServeApp(
@@ -246,3 +248,15 @@ class StopRecord:
     waited_s: float = 0.0
     eta_s: float | None = None             # the job's last checkpoint ETA report, when it sent one
     note: str = ""
+
+    def facts(self) -> dict[str, object]:
+        """What the journal keeps of it (``gateway.ports.Facts``), and ``from_facts`` reads back."""
+        return {"acknowledged": self.acknowledged, "checkpoint_path": self.checkpoint_path,
+                "waited_s": round(self.waited_s, 3), "eta_s": self.eta_s, "note": self.note}
+
+    @classmethod
+    def from_facts(cls, job_id: str, event_id: str, started_at: datetime, facts: Mapping[str, object]) -> StopRecord:
+        waited, eta = facts.get("waited_s"), facts.get("eta_s")
+        return cls(job_id, event_id, started_at, facts.get("acknowledged") is True, str(facts.get("checkpoint_path") or ""),
+                   float(waited) if isinstance(waited, int | float) else 0.0,
+                   float(eta) if isinstance(eta, int | float) else None, str(facts.get("note") or ""))

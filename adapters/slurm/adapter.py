@@ -30,6 +30,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config.models import DcflexConfig, SchedulerConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, Job, JobState
 from gateway.exceptions import AdapterError, AdapterTimeout, AdapterUnavailable, CommandFailed
+from gateway.ports import Facts, Recall
 
 __all__ = ["SlurmAdapter"]
 
@@ -67,7 +68,7 @@ class SlurmAdapter:
         self.levers = Levers(self.runner, self.commands, self.reader, resolver, self.waiter, self.clock)
         self._done: set[str] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._handlers: dict[ActionKind, Callable[[Action], Awaitable[None]]] = {
+        self._handlers: dict[ActionKind, Callable[[Action], Awaitable[Facts | None]]] = {
             ActionKind.CAP: self.levers.cap,
             ActionKind.UNCAP: self.levers.cap,
             ActionKind.PAUSE: self.levers.pause,
@@ -116,25 +117,30 @@ class SlurmAdapter:
             jobs.append(job)
         return ClusterSnapshot(at=now, jobs=tuple(jobs), nodes=nodes_to_domain(nodes_task.result().values()))
 
-    async def apply(self, action: Action) -> None:
+    async def apply(self, action: Action) -> Facts | None:
         if action.key in self._done:
-            return
+            return None
         lock = self._locks[action.job_id if action.kind not in _NODE_KINDS else "\x00nodes"]
         async with lock:
             if action.key in self._done:
-                return
+                return None
+            handler = self._handlers.get(action.kind)
+            if handler is None:
+                raise CommandFailed(f"slurm: cannot {action.kind.value} {action.job_id}: {_NO_SCALE}", adapter="slurm",
+                                    command=(action.kind.value, action.job_id))
             try:
-                await self._handlers[action.kind](action)
+                facts = await handler(action)
             finally:
                 if action.job_id:
                     self.reader.touched(action.job_id)
             self._done.add(action.key)
+            return facts
 
-    def recall_caps(self, caps: Mapping[str, float]) -> None:
+    def recall(self, memory: Recall) -> None:
         """Slurm does not report GPU power limits: after a restart, the ones the journal says dcflex set
         (clamped as ``apply`` would have) become the adapter's memory again; the next snapshot drops
         those of jobs that are no longer running."""
-        for job_id, watts in caps.items():
+        for job_id, watts in memory.caps.items():
             self.levers.caps.setdefault(job_id, self.commands.clamp(watts))
 
     def describe(self, action: Action) -> list[str]:
@@ -147,6 +153,8 @@ class SlurmAdapter:
 
     def _describe(self, a: Action) -> list[str]:
         c, jid, k = self.commands, a.job_id, a.kind
+        if k not in self._handlers:
+            return [f"# refused: {_NO_SCALE}"]
         simple = {ActionKind.PAUSE: c.suspend, ActionKind.RESUME: c.resume, ActionKind.RESTART: c.release}
         if k in simple:
             return [shlex.join(simple[k](jid))]
@@ -186,6 +194,8 @@ class SlurmAdapter:
 
 
 _NODE_KINDS = (ActionKind.HOLD_NODES, ActionKind.RELEASE_NODES)
+_NO_SCALE = ("Slurm jobs are not replicated services; the planner scales only jobs an adapter reports with "
+             "replicas (Ray Serve deployments)")
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

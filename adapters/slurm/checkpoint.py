@@ -50,6 +50,11 @@ class CheckpointRecord:
     waited_s: float = 0.0
     note: str = ""
 
+    def facts(self) -> dict[str, object]:
+        """What the journal keeps of it (``gateway.ports.Facts``)."""
+        return {"acknowledged": self.acknowledged, "checkpoint_path": self.checkpoint_path, "via": self.via,
+                "waited_s": round(self.waited_s, 3), "note": self.note}
+
 
 @dataclass(frozen=True, slots=True)
 class Armed:

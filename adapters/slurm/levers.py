@@ -31,6 +31,7 @@ from adapters.slurm.tiers import GATEWAY_DRAIN_PREFIX, TierResolver, job_state
 from gateway.clock import Clock
 from gateway.domain import Action, ActionKind, JobState
 from gateway.exceptions import CommandFailed
+from gateway.ports import Facts
 
 __all__ = ["DEFAULT_GRACE_S", "RESUME_SETTLE_S", "Levers", "drained", "drained_by_gateway"]
 
@@ -98,17 +99,17 @@ class Levers:
 
     # ------------------------------------------------------------ checkpoint / restart
 
-    async def checkpoint_stop(self, a: Action) -> None:
+    async def checkpoint_stop(self, a: Action) -> Facts | None:
         job, state = await self._job(a)
         if job is None or state is None:
             raise _refused(a, "Slurm does not list it")
         if state in (JobState.STOPPED, JobState.COMPLETED):
             log.info("checkpoint_stop %s: nothing to do, it is %s", a.job_id, state)
-            return
+            return None
         if state is JobState.PENDING:
             if not job.held:  # released (or requeued) but not started again: keep it from starting
                 await self.runner.run(self.cmd.hold(a.job_id))
-            return
+            return None
         if not job.requeue:
             raise _refused(a, "Slurm will not requeue it (submitted with --no-requeue, or JobRequeue=0); dcflex never "
                               "cancels a job outright, so the planner should not have chosen it",
@@ -125,6 +126,7 @@ class Levers:
         self._armed.pop(a.job_id, None)
         self.caps.pop(a.job_id, None)
         self.checkpoints.append(record)
+        return record.facts()
 
     async def _checkpoint(self, a: Action, job: SlurmJob, state: JobState, sig: str | None,
                           grace: float) -> CheckpointRecord:

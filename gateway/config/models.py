@@ -200,6 +200,17 @@ class SlurmSchedulerConfig(Section):
         return v
 
 
+class RayServeRule(Section):
+    """How dcflex may treat the Ray Serve deployments whose ``app/deployment`` name matches ``deployment``."""
+
+    deployment: str = Field(min_length=1, description="fnmatch pattern on app/deployment, e.g. 'llm/*'")
+    tier: Tier
+    gpus_per_replica: int | None = Field(default=None, ge=0, le=1024,
+                                         description="GPUs one replica uses; default its ray_actor_options.num_gpus")
+    min_replicas: int = Field(default=1, ge=1, le=100_000, description="replicas never taken away")
+    workload: str | None = Field(default=None, description="the power curve of its GPUs; default app/deployment")
+
+
 class RaySchedulerConfig(Section):
     dashboard_url: str = "http://127.0.0.1:8265"
     gateway_url: str | None = Field(
@@ -209,6 +220,7 @@ class RaySchedulerConfig(Section):
         default=120.0, le=3600, description="grace of a job whose metadata gives no dcflex.checkpoint_grace_s"
     )
     retry_backoff_s: NonNegFloat = Field(default=0.5, le=60, description="first wait before retrying the dashboard")
+    serve: tuple[RayServeRule, ...] = Field(default=(), description="Serve deployments and their tiers; first match wins")
 
     @field_validator("dashboard_url", "gateway_url")
     @classmethod

@@ -76,6 +76,12 @@ class Job:
     scheduler: str = ""
     pausable: bool = True  # the scheduler can suspend it in place (Slurm can; a Ray job cannot)
     cappable: bool = True  # its GPUs' power limit can be set (the adapter knows where it runs)
+    # a replicated service (a Ray Serve deployment): ``gpus`` are those of its ``replicas`` now; the
+    # gateway may take replicas away down to ``min_replicas``; ``replicas_removed`` are those it took
+    # away for events still in force (the tier's allowance counts them)
+    replicas: int = 0
+    replicas_removed: int = 0
+    min_replicas: int = 1
 
     def __post_init__(self) -> None:
         if not self.job_id:
@@ -88,6 +94,8 @@ class Job:
             finite(f"job {self.job_id}: remaining_s", self.remaining_s, lo=0.0)
         if self.power_cap_w is not None:
             finite(f"job {self.job_id}: power_cap_w", self.power_cap_w, lo=1.0)
+        if self.replicas < 0 or self.replicas_removed < 0 or self.min_replicas < 0:
+            raise ValueError(f"job {self.job_id}: replica counts must be >= 0")
 
     @property
     def flexible(self) -> bool:

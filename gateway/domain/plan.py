@@ -90,10 +90,12 @@ class ActionKind(StrEnum):
     PAUSE = "pause"                      # suspend: no progress, GPUs at idle draw
     CHECKPOINT_STOP = "checkpoint_stop"  # checkpoint, then stop/requeue and hold
     HOLD_NODES = "hold_nodes"            # keep freed nodes from being refilled
+    SCALE_DOWN = "scale_down"            # a replicated service (Ray Serve) to ``replicas``, one fewer
     UNCAP = "uncap"
     RESUME = "resume"
     RESTART = "restart"
     RELEASE_NODES = "release_nodes"
+    SCALE_UP = "scale_up"                # back up to ``replicas``, one more
 
     @property
     def undo(self) -> ActionKind:
@@ -101,7 +103,7 @@ class ActionKind(StrEnum):
 
     @property
     def sheds(self) -> bool:
-        return self in (ActionKind.CAP, ActionKind.PAUSE, ActionKind.CHECKPOINT_STOP, ActionKind.HOLD_NODES)
+        return self in _SHEDS
 
 
 _UNDO = {
@@ -113,7 +115,11 @@ _UNDO = {
     ActionKind.RESUME: ActionKind.PAUSE,
     ActionKind.RESTART: ActionKind.CHECKPOINT_STOP,
     ActionKind.RELEASE_NODES: ActionKind.HOLD_NODES,
+    ActionKind.SCALE_DOWN: ActionKind.SCALE_UP,
+    ActionKind.SCALE_UP: ActionKind.SCALE_DOWN,
 }
+_SHEDS = frozenset({ActionKind.CAP, ActionKind.PAUSE, ActionKind.CHECKPOINT_STOP, ActionKind.HOLD_NODES,
+                    ActionKind.SCALE_DOWN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +127,8 @@ class Action:
     """One command for a scheduler, at a time, with the power change it is expected to make.
 
     ``key`` is the idempotency key: the journal records it, and an action whose key is done is
-    never sent again (after a restart, a re-plan or a duplicate delivery).
+    never sent again (after a restart, a re-plan or a duplicate delivery). ``replicas`` is the replica
+    count a SCALE_DOWN or SCALE_UP sets (absolute, so sending it twice changes nothing).
     """
 
     key: str
@@ -133,6 +140,7 @@ class Action:
     delta_kw: float = 0.0
     tier: str = ""
     reason: str = ""
+    replicas: int | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -141,6 +149,8 @@ class Action:
         finite("action.delta_kw", self.delta_kw)
         if self.kind in (ActionKind.CAP,) and self.watts is None:
             raise ValueError(f"action {self.key}: a power cap needs watts")
+        if self.kind in (ActionKind.SCALE_DOWN, ActionKind.SCALE_UP) and (self.replicas is None or self.replicas < 0):
+            raise ValueError(f"action {self.key}: {self.kind} needs a replica count >= 0")
         if self.kind in (ActionKind.HOLD_NODES, ActionKind.RELEASE_NODES):
             if not self.nodes:
                 raise ValueError(f"action {self.key}: {self.kind} needs nodes")

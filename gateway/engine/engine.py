@@ -43,7 +43,7 @@ from gateway.exceptions import AdapterError, DcflexError
 from gateway.journal import Journal
 from gateway.planner import PlannerPolicy, plan
 from gateway.policy import map_event
-from gateway.ports import PowerMeter, SchedulerPort, Sink
+from gateway.ports import PowerMeter, Recall, SchedulerPort, Sink
 from gateway.power import PowerModel
 from gateway.power.history import PowerHistory
 from gateway.power.site import site_power_model
@@ -225,7 +225,9 @@ class Engine(OperatorOverrides):
 
     async def _resume(self) -> None:
         now = self.clock.now()
-        self.scheduler.recall_caps(self.journal.caps_in_force())
+        in_force = self.journal.in_force()
+        self.scheduler.recall(Recall(caps=self.journal.caps_in_force(), in_force=tuple(in_force),
+                                     facts=self.journal.command_facts(a.key for a in in_force)))
         for _, _, kind, body in self.journal.log_entries("", ("actions_paused", "actions_resumed")):
             self.paused = str(body.get("reason")) if kind == "actions_paused" else None  # a pause outlives a restart
         for rec in self.journal.events(active_only=True):
@@ -422,7 +424,7 @@ class Engine(OperatorOverrides):
         budget = slack_kw - self.settings.policy.tolerance_kw
         chosen = []
         for rec in reversed(self.journal.outstanding(run.event_id)):
-            if rec.action.kind in (ActionKind.CAP, ActionKind.PAUSE) and -rec.action.delta_kw <= budget:
+            if rec.action.kind in _RELAXABLE and -rec.action.delta_kw <= budget:
                 budget += rec.action.delta_kw
                 chosen.append(rec)
         if chosen:
@@ -476,6 +478,9 @@ class Engine(OperatorOverrides):
     def status(self) -> dict[str, object]:
         """What ``GET /status`` shows: every journaled event, its commands, site power and target."""
         return status_of(self)
+
+
+_RELAXABLE = (ActionKind.CAP, ActionKind.PAUSE, ActionKind.SCALE_DOWN)
 
 
 def _running(snapshot: ClusterSnapshot) -> frozenset[str]:

@@ -78,7 +78,7 @@ class Executor:
             self._journal.mark_action(action, owner, "sending", self._clock.now(), undo_of=first_cover)
             started = self._clock.now()
             try:
-                await self._scheduler.apply(action)
+                reported = await self._scheduler.apply(action)
             except AdapterError as exc:
                 self._journal.mark_action(action, owner, "failed", self._clock.now(), error=str(exc), undo_of=first_cover)
                 log.error("command %s failed: %s", action.key, exc)
@@ -95,9 +95,19 @@ class Executor:
                 )
                 return Outcome(action, ok=False, error=str(exc))
             done_at = self._clock.now()
+            if reported:  # journaled before "done": a restarted gateway finds the facts of every done command
+                self._journal.log(owner, "command_facts", done_at, {"key": action.key, "facts": dict(reported)})
             self._journal.mark_action(action, owner, "done", done_at, undo_of=first_cover)
             if covers:
                 self._journal.mark_undone(covers, done_at)
             latency = (done_at - started).total_seconds()
-            await self._emit("action", owner, {**facts, "outcome": "done", "latency_s": latency})
+            extra = {"result": dict(reported)} if reported else {}
+            await self._emit("action", owner, {**facts, "outcome": "done", "latency_s": latency, **extra})
+            if reported and reported.get("acknowledged") is False:
+                await self._emit("alert", owner, {
+                    "severity": "warning", "code": "checkpoint_not_acknowledged",
+                    "message": f"{action.job_id} was stopped without a checkpoint acknowledgement: "
+                               f"{reported.get('note') or 'work since its last checkpoint is probably lost'}",
+                    **facts, "result": dict(reported),
+                })
             return Outcome(action, ok=True)

@@ -53,7 +53,7 @@ def directive_from_dict(data: dict[str, Any]) -> Directive:
 
 
 def action_to_dict(a: Action) -> dict[str, Any]:
-    return {
+    out = {
         "key": a.key,
         "kind": a.kind.value,
         "at": _t(a.at),
@@ -64,6 +64,9 @@ def action_to_dict(a: Action) -> dict[str, Any]:
         "tier": a.tier,
         "reason": a.reason,
     }
+    if a.replicas is not None:
+        out["replicas"] = a.replicas
+    return out
 
 
 def action_from_dict(data: dict[str, Any]) -> Action:
@@ -77,4 +80,5 @@ def action_from_dict(data: dict[str, Any]) -> Action:
         delta_kw=float(data.get("delta_kw", 0.0)),
         tier=data.get("tier", ""),
         reason=data.get("reason", ""),
+        replicas=data.get("replicas"),
     )

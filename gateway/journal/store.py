@@ -320,6 +320,25 @@ class Journal:
                 caps[str(job_id)] = watts
         return caps
 
+    def in_force(self) -> list[Action]:
+        """Every shed command the gateway sent (or may have: ``sending``) and has not undone, oldest first."""
+        rows = self._db.execute(
+            "SELECT body FROM actions WHERE undo_of IS NULL AND state IN ('done','sending') ORDER BY rowid"
+        ).fetchall()
+        return [a for a in (action_from_dict(json.loads(r[0])) for r in rows) if a.kind.sheds]
+
+    def command_facts(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What the scheduler reported about each of ``keys`` (``command_facts`` log entries), by key."""
+        wanted = set(keys)
+        out: dict[str, dict[str, Any]] = {}
+        if not wanted:
+            return out
+        for _, _, _, body in self.log_entries(None, ("command_facts",)):
+            key = body.get("key")
+            if key in wanted and isinstance(body.get("facts"), dict):
+                out[str(key)] = body["facts"]
+        return out
+
     def prior_caps(self, owner: str) -> dict[str, float]:
         rows = self._db.execute("SELECT job_id, watts FROM prior_caps WHERE owner=?", (owner,)).fetchall()
         return {str(r[0]): float(r[1]) for r in rows}

@@ -9,7 +9,9 @@ engine never re-sends a command that is done; a deeper or shallower cap is a new
 
 Restore order (from ``directive.end``, under the same ramp rate): stopped jobs restart first, each
 right after its held nodes are released — a restart takes minutes before the job works again, so it
-goes first; then paused jobs resume; caps are lifted last, because capped jobs were still working.
+goes first; then paused jobs resume; then services get their replicas back, one replica per command
+(staggered: each replica's load comes back at the ramp rate); caps are lifted last, because capped
+jobs were still working.
 Within each group the last one shed comes back first: for caps that is the job that loses the most
 GPU-throughput per kW of ramp budget (the reverse of the shedding rank), which minimises lost work.
 """
@@ -33,6 +35,7 @@ __all__ = ["Timed", "build", "make_action"]
 
 _CAP, _PAUSE, _STOP, _HOLD = ActionKind.CAP, ActionKind.PAUSE, ActionKind.CHECKPOINT_STOP, ActionKind.HOLD_NODES
 _UNCAP, _RESUME, _RESTART, _RELEASE = ActionKind.UNCAP, ActionKind.RESUME, ActionKind.RESTART, ActionKind.RELEASE_NODES
+_SCALE, _SCALE_UP = ActionKind.SCALE_DOWN, ActionKind.SCALE_UP
 _TIER_STR = {t: t.value for t in Tier}
 _cand_gpus = itemgetter(3)
 
@@ -59,11 +62,20 @@ class Timed:
 
     @property
     def touched_n(self) -> int:
-        return sum(len(r.cands) for r in self.runs) + len(self.kept)
+        return sum(len(r.cands) for r in self.runs) + len({c.job_id for c in self.kept})
+
+    @property
+    def scaled_n(self) -> int:
+        """How many replicated services lose replicas."""
+        return len({c.job_id for c in self.kept if c.kind is _SCALE})
 
     def job_loss(self) -> list[tuple[str, float]]:
-        """(job id, loss over the window) of every job touched, in shedding order."""
-        return self.run_loss + [(c.job_id, c.loss) for c in self.kept]
+        """(job id, loss over the window) of every job touched, in shedding order (a service's replica
+        steps add up to one entry)."""
+        single: dict[str, float] = {}
+        for c in self.kept:
+            single[c.job_id] = single.get(c.job_id, 0.0) + c.loss if c.kind is _SCALE else c.loss
+        return self.run_loss + list(single.items())
 
 
 def _cap_reason(watts: int, kept: float, tier: str, allow: float, econ: str) -> str:
@@ -72,6 +84,10 @@ def _cap_reason(watts: int, kept: float, tier: str, allow: float, econ: str) -> 
 
 def _full_reason(c: Choice, tier: str, window_s: float, econ: str) -> str:
     minutes = window_s / 60.0
+    if c.kind is _SCALE:
+        full = c.job.replicas + c.job.replicas_removed
+        return (f"scale {c.job.name or c.job_id} to {c.replicas} of {full} replica(s) for {minutes:.0f} min "
+                f"({tier} allows losing {c.job.tier.max_loss:.0%} of its throughput){econ}")
     if c.kind is _STOP:
         return (f"checkpoint and stop for {minutes:.0f} min ({tier}; {stop_overhead_s(c.job):.0f} s of "
                 f"checkpoint and restart beats holding a pause that long){econ}")
@@ -113,10 +129,10 @@ def build(
     # Restore order: restarts, resumes, the single choices' uncaps (each last shed first), then the
     # runs' uncaps, last shed first. Their times are known up front, so the runs' uncaps are made in
     # the same pass as their caps (while each job's entry is at hand) and reversed afterwards.
-    groups: dict[ActionKind, list[Choice]] = {_STOP: [], _PAUSE: [], _CAP: []}
+    groups: dict[ActionKind, list[Choice]] = {_STOP: [], _PAUSE: [], _SCALE: [], _CAP: []}
     for c in reversed(out.kept):
         groups[c.kind].append(c)
-    head = [*groups[_STOP], *groups[_PAUSE], *groups[_CAP]]
+    head = [*groups[_STOP], *groups[_PAUSE], *groups[_SCALE], *groups[_CAP]]
     run_n = n - len(out.kept)
     back_offsets = ramp_offsets([*(c.shed_kw for c in head), *reversed(kws[:run_n])], rate_kw_per_min)
     out.restored_s = float(back_offsets[-1]) if back_offsets else 0.0
@@ -193,6 +209,10 @@ def _shed_choices(event_id: str, out: Timed, offsets: list[int], econ_note: Call
                     reasons[rk] = reason
             append(new(f"{cap_key}{jid}/{c.watts}", _CAP, at, jid, (), float(c.watts), -c.shed_kw, tier, reason))
             continue
+        if kind is _SCALE:
+            append(new(f"{event_id}/scale_down/{jid}/{c.replicas}", kind, at, jid, (), None, -c.shed_kw, tier,
+                       _full_reason(c, tier, window_s, econ), c.replicas))
+            continue
         append(new(f"{event_id}/{kind.value}/{jid}", kind, at, jid, (), None, -c.shed_kw, tier,
                    _full_reason(c, tier, window_s, econ)))
         if kind is _STOP:
@@ -223,6 +243,10 @@ def _restore_choices(event_id: str, out: Timed, groups: dict[ActionKind, list[Ch
         jid = c.job_id
         append(new(f"{event_id}/resume/{jid}", _RESUME, time_at(next(offs)), jid, (), None, c.shed_kw, c.tier,
                    resume_reason))
+    for c in groups[_SCALE]:  # the last replica taken comes back first: one at a time, under the ramp
+        jid, up = c.job_id, c.replicas + 1
+        append(new(f"{event_id}/scale_up/{jid}/{up}", _SCALE_UP, time_at(next(offs)), jid, (), None, c.shed_kw,
+                   c.tier, f"scale {c.job.name or jid} back up to {up} replica(s) after event {event_id}", up))
     uncap_key = f"{event_id}/uncap/"
     for c in groups[_CAP]:
         append(new(f"{uncap_key}{c.job_id}", _UNCAP, time_at(next(offs)), c.job_id, (), c.before_w, c.shed_kw,

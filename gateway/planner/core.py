@@ -163,9 +163,12 @@ def _why_short(found: Scan, timed: Timed, need: float, gap: float, current: floa
     caps = timed.caps_n
     if caps:
         parts.append(f"flex tiers allow no deeper caps on the {caps} capped job(s)")
-    full = timed.touched_n - caps
+    scaled = timed.scaled_n
+    full = timed.touched_n - caps - scaled
     if full:
         parts.append(f"{full} job(s) are paused or stopped outright")
+    if scaled:
+        parts.append(f"{scaled} service(s) are down to the fewest replicas their tier allows")
     if found.spent_n:
         parts.append(f"{found.spent_n} flex job(s) have no allowance left for this event")
     if found.busy_n:

@@ -8,12 +8,12 @@ aware times, finite kW, watts on caps, nodes on holds), so re-validating each on
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.domain import Action, ActionKind
 
-_FIELDS = ("key", "kind", "at", "job_id", "nodes", "watts", "delta_kw", "tier", "reason")
+_FIELDS = ("key", "kind", "at", "job_id", "nodes", "watts", "delta_kw", "tier", "reason", "replicas")
 
 
 class _Draft:
@@ -37,13 +37,14 @@ class _Draft:
     delta_kw: float
     tier: str
     reason: str
+    replicas: int | None
 
 
 _new_object = object.__new__
 
 
 def _fast(key: str, kind: ActionKind, at: datetime, job_id: str, nodes: tuple[str, ...],
-          watts: float | None, delta_kw: float, tier: str, reason: str) -> Action:
+          watts: float | None, delta_kw: float, tier: str, reason: str, replicas: int | None = None) -> Action:
     a = _new_object(_Draft)
     a.key = key
     a.kind = kind
@@ -54,14 +55,15 @@ def _fast(key: str, kind: ActionKind, at: datetime, job_id: str, nodes: tuple[st
     a.delta_kw = delta_kw
     a.tier = tier
     a.reason = reason
+    a.replicas = replicas
     a.__class__ = Action  # type: ignore[assignment]  # same layout: see ``_Draft``
     return a  # type: ignore[return-value]
 
 
 def _validated(key: str, kind: ActionKind, at: datetime, job_id: str, nodes: tuple[str, ...],
-               watts: float | None, delta_kw: float, tier: str, reason: str) -> Action:
+               watts: float | None, delta_kw: float, tier: str, reason: str, replicas: int | None = None) -> Action:
     return Action(key=key, kind=kind, at=at, job_id=job_id, nodes=nodes, watts=watts, delta_kw=delta_kw,
-                  tier=tier, reason=reason)
+                  tier=tier, reason=reason, replicas=replicas)
 
 
 def _fast_path_works() -> bool:
@@ -70,14 +72,21 @@ def _fast_path_works() -> bool:
     if names != _FIELDS or tuple(getattr(Action, "__slots__", ())) != _FIELDS:
         return False
     args = ("probe/cap/j/250", ActionKind.CAP, datetime(2025, 1, 1, tzinfo=UTC), "j", (), 250.0, -1.5, "flex-25", "r")
+    scale = ("probe/scale_down/j/2", ActionKind.SCALE_DOWN, datetime(2025, 1, 1, tzinfo=UTC), "j", (), None, -1.5,
+             "flex-25", "r", 2)
     try:
         fast: object = _fast(*args)
+        fast_scale: object = _fast(*scale)
     except TypeError:  # layouts differ: Python refuses the class switch
         return False
-    return type(fast) is Action and fast == _validated(*args)
+    return type(fast) is Action and fast == _validated(*args) and fast_scale == _validated(*scale)
 
 
-_MakeAction = Callable[[str, ActionKind, datetime, str, tuple[str, ...], float | None, float, str, str], Action]
+class _MakeAction(Protocol):
+    def __call__(self, key: str, kind: ActionKind, at: datetime, job_id: str, nodes: tuple[str, ...],
+                 watts: float | None, delta_kw: float, tier: str, reason: str, replicas: int | None = None) -> Action: ...
+
+
 make_action: _MakeAction = _fast if _fast_path_works() else _validated
-"""``make_action(key, kind, at, job_id, nodes, watts, delta_kw, tier, reason)``: an ``Action`` equal to
+"""``make_action(key, kind, at, job_id, nodes, watts, delta_kw, tier, reason, replicas=None)``: an ``Action`` equal to
 ``Action(key=..., ...)``, built without re-validating (see ``_Draft``)."""

@@ -221,6 +221,16 @@ def full_lever(job: Job, window_s: float, allow_checkpoint_stop: bool) -> Action
     return ActionKind.PAUSE
 
 
+def replicas_to_remove(job: Job, allow: float) -> int:
+    """How many more replicas of a replicated service (``job.replicas > 0``) may be taken away: its tier
+    allows losing ``allow`` of the service's throughput, counted over every replica it has without the
+    gateway's changes (those already removed included), and ``min_replicas`` always stay (at least one:
+    a service with none is down, which no tier below critical is taken to accept)."""
+    full = job.replicas + job.replicas_removed
+    may = math.floor(allow * full + 1e-9) - job.replicas_removed
+    return max(0, min(may, job.replicas - max(1, job.min_replicas)))
+
+
 def lever_loss(job: Job, kind: ActionKind, window_s: float) -> float:
     """Throughput a pause or a stop loses over the window, as a fraction of it.
 
@@ -252,6 +262,7 @@ class Choice:
     job_id: str
     tier: str  # ``job.tier.value``
     before_w: float | None  # ``job.power_cap_w``: the cap before the event, put back at restore
+    replicas: int = 0  # SCALE_DOWN: the replica count this step leaves (one fewer than the step before)
 
 
 class CapRun(NamedTuple):

@@ -32,6 +32,7 @@ from gateway.planner.levers import (
     curve_table,
     full_lever,
     lever_loss,
+    replicas_to_remove,
     stop_fits,
 )
 from gateway.planner.policy import LOSS_EPS, MIN_SHED_KW, PlannerPolicy
@@ -45,6 +46,7 @@ _TIER_STR = {t: t.value for t in Tier}
 _CAP = ActionKind.CAP
 _PAUSE = ActionKind.PAUSE
 _STOP = ActionKind.CHECKPOINT_STOP
+_SCALE = ActionKind.SCALE_DOWN
 _CAPS_ONLY = math.nextafter(1.0, 0.0)  # an allowance as deep as any cap, yet short of the pause/stop phase
 
 # one bucket: jobs with the same table, allowed-cap index and current cap
@@ -72,6 +74,7 @@ class Scan:
     gpus: dict[_BucketKey, int] = field(default_factory=dict)  # each bucket's GPU total
     full: list[_Full] = field(default_factory=list)
     econ: list[tuple[float, str, Job, CurveTable, float, int]] = field(default_factory=list)
+    scale: list[tuple[Job, CurveTable, int]] = field(default_factory=list)  # a service and how many replicas may go
 
 
 def _kw_of(model: PowerModel, gsum: dict[_StateKey, int], table: Callable[[str], CurveTable]) -> float:
@@ -163,9 +166,15 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
                 k = (wl, st, cap)
                 other[k] = other.get(k, 0) + g
                 continue
-        elif not job.cappable:  # no lever fits: it cannot be capped, and neither paused nor stopped within its tier
-            spent += 1
+        elif not job.cappable:  # it cannot be capped, and neither paused nor stopped within its tier
             k = (wl, st, cap)
+            if job.replicas and price is None:  # a replicated service: replicas may go, within its tier
+                n = replicas_to_remove(job, min(1.0, left / window_s) if left > 0.0 else 0.0)
+                if n > 0:
+                    out.scale.append((job, ent[0], n))
+                    other[k] = other.get(k, 0) + g
+                    continue
+            spent += 1
             other[k] = other.get(k, 0) + g
             continue
         else:
@@ -250,7 +259,7 @@ def select_for_target(s: Scan, need_kw: float) -> tuple[list[CapRun], list[Choic
 
 def _pause_and_stop(s: Scan, chosen: dict[str, Choice], remaining: float) -> float:
     """Second phase: pauses, then stops, each replacing the job's first-phase cap."""
-    steps = []
+    steps: list[tuple[int, float, float, str, str, float, Choice]] = []
     model = s.policy.model
     full = list(s.full)
     for (tab, i, cap), cands in s.buckets.items():
@@ -262,13 +271,23 @@ def _pause_and_stop(s: Scan, chosen: dict[str, Choice], remaining: float) -> flo
         prev = chosen.get(job.job_id)
         gain = c.shed_kw - (prev.shed_kw if prev is not None else 0.0)
         if gain > MIN_SHED_KW:
-            steps.append((0 if c.kind is _PAUSE else 1, -gain / job.gpus, -job.gpus, job.job_id, gain, c))
+            steps.append((0 if c.kind is _PAUSE else 1, -gain / job.gpus, float(-job.gpus), job.job_id, job.job_id, gain,
+                          c))
+    for job, tab, n in s.scale:  # one step per replica, in order: like a pause of that replica's GPUs
+        g = job.gpus / job.replicas
+        gain = g * (tab.full_kw - tab.pause_kw)
+        if gain > MIN_SHED_KW:
+            full_n = job.replicas + job.replicas_removed
+            for i in range(1, n + 1):
+                c = Choice(job, _SCALE, 0, gain, 1.0 / full_n, 0.0, 1.0, job.job_id, _TIER_STR[job.tier],
+                           job.power_cap_w, job.replicas - i)
+                steps.append((0, -gain / g, -g, f"{job.job_id}/{i:09d}", f"{job.job_id}\x00{i}", gain, c))
     steps.sort(key=lambda t: t[:4])
-    for *_, gain, c in steps:
+    for *_, key, gain, c in steps:
         if remaining <= 0.0:
             break
-        chosen.pop(c.job_id, None)
-        chosen[c.job_id] = c
+        chosen.pop(key, None)
+        chosen[key] = c
         remaining -= gain
     return remaining
 

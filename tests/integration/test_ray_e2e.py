@@ -50,6 +50,7 @@ from gateway.app import Gateway, build_scheduler, power_model
 from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, EventState, Tier
+from gateway.ports import Facts, Recall
 from gateway.power.meter import ModelledMeter
 from simulators.vtn import ScriptedVtn
 from tests.services import HINT, service_env
@@ -226,14 +227,14 @@ class OwnJobs:
         snap = await self.adapter.snapshot()
         return replace(snap, jobs=tuple(j for j in snap.jobs if j.job_id.startswith(RUN)))
 
-    async def apply(self, action: Action) -> None:
-        await self.adapter.apply(action)
+    async def apply(self, action: Action) -> Facts | None:
+        return await self.adapter.apply(action)
 
     def describe(self, action: Action) -> list[str]:
         return self.adapter.describe(action)
 
-    def recall_caps(self, caps: Mapping[str, float]) -> None:
-        self.adapter.recall_caps(caps)
+    def recall(self, memory: Recall) -> None:
+        self.adapter.recall(memory)
 
     async def aclose(self) -> None:
         await self.adapter.aclose()

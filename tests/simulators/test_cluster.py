@@ -29,8 +29,9 @@ def spec(job_id: str = "j-1", **kw: object) -> SimJobSpec:
 
 
 def act(kind: ActionKind, job_id: str = "j-1", *, key: str | None = None, nodes: tuple[str, ...] = (),
-        watts: float | None = None) -> Action:
-    return Action(key=key or f"k{next(_keys)}", kind=kind, at=T0, job_id=job_id, nodes=nodes, watts=watts)
+        watts: float | None = None, replicas: int | None = None) -> Action:
+    return Action(key=key or f"k{next(_keys)}", kind=kind, at=T0, job_id=job_id, nodes=nodes, watts=watts,
+                  replicas=replicas)
 
 
 def build(*specs: SimJobSpec, nodes: int = 2, **kw: object) -> tuple[ManualClock, SimulatedCluster]:
@@ -409,8 +410,15 @@ def test_describe_says_what_would_be_done() -> None:
     assert sim.describe(act(ActionKind.HOLD_NODES, "", nodes=("node-001", "node-002"))) == [
         "sim: drain nodes node-001,node-002 (dcflex hold)"]
     for kind in ActionKind:
-        a = act(kind, "j-1", nodes=("node-001",), watts=300)
+        a = act(kind, "j-1", nodes=("node-001",), watts=300, replicas=1)
         assert sim.describe(a) and all(line.startswith("sim: ") for line in sim.describe(a))
+    assert sim.commands == ()
+
+
+async def test_scaling_is_refused_it_runs_no_services() -> None:
+    _, sim = build(spec())
+    with pytest.raises(CommandFailed, match="runs no replicated services"):
+        await sim.apply(act(ActionKind.SCALE_DOWN, "j-1", replicas=1))
     assert sim.commands == ()
 
 

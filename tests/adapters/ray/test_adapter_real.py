@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -32,9 +32,12 @@ from adapters.ray.model import KEY_ENTRYPOINT, JobSpec
 from adapters.ray.tiers import RayTierResolver
 from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
 from gateway.clock import SystemClock
-from gateway.config.models import RaySchedulerConfig, SchedulerConfig, TiersConfig
+from gateway.config.models import RaySchedulerConfig, RayServeRule, SchedulerConfig, TiersConfig
 from gateway.domain import Action, ActionKind, JobState, Tier
 from gateway.exceptions import CommandFailed
+from gateway.planner import plan
+from gateway.ports import Recall
+from tests.gateway.planner import NOW, directive, policy
 from tests.services import HINT, service_env
 
 pytestmark = pytest.mark.integration
@@ -275,6 +278,43 @@ async def test_serve_scales_down_and_back_up(site: Site, tmp_path: Path) -> None
     assert await site.ray.scale_serve(name, "Echo", 1) is None  # already there: nothing sent
     await site.ray.scale_serve(name, "Echo", 3)
     await until("3 replicas again", lambda: replicas(3), within=30)
+
+    # through the port: the deployment is a service in the snapshot, the planner takes what its tier
+    # allows (flex-50 of 3: one replica), the adapter scales it and remembers its full size
+    url = service_env("DCFLEX_TEST_RAY_DASHBOARD")
+    rule = RayServeRule(deployment=f"{name}/*", tier=Tier.FLEX_50, gpus_per_replica=1)
+    cfg = SchedulerConfig(kind="ray", command_timeout_s=20.0, retries=2,
+                          ray=RaySchedulerConfig(dashboard_url=url, serve=(rule,)))
+
+    def adapter() -> RayAdapter:
+        return RayAdapter(cfg, RayTierResolver(TiersConfig(default=Tier.CRITICAL)), clock=SystemClock())
+
+    jid = f"serve:{name}/Echo"
+    ray, recalled = adapter(), adapter()
+    try:
+        snap = await ray.snapshot()
+        svc = snap.job(jid)
+        assert svc is not None and (svc.tier, svc.replicas, svc.gpus, svc.state) == (Tier.FLEX_50, 3, 3, JobState.RUNNING)
+        assert not svc.pausable and not svc.cappable and svc.replicas_removed == 0
+        p = plan(directive(0.0, event_id=EVENT), replace(snap, jobs=(svc,)), policy(tolerance_kw=0.01), NOW)
+        assert [(a.kind, a.replicas) for a in p.shed] == [(ActionKind.SCALE_DOWN, 2)]
+        assert ray.describe(p.shed[0])[-1].startswith("PUT ")
+        assert await ray.apply(p.shed[0]) == {"replicas_before": 3, "replicas": 2}
+        await until("2 replicas", lambda: replicas(2), within=30)
+        again = (await ray.snapshot()).job(jid)
+        assert again is not None and (again.replicas, again.replicas_removed, again.gpus) == (2, 1, 2)
+        # a restarted gateway learns the full size from its journal's commands in force
+        recalled.recall(Recall(in_force=p.shed))
+        after = (await recalled.snapshot()).job(jid)
+        assert after is not None and after.replicas_removed == 1
+        assert plan(directive(0.0, event_id=EVENT), replace(snap, jobs=(after,)), policy(tolerance_kw=0.01), NOW).shed == ()
+        assert await recalled.apply(p.restore[0]) == {"replicas_before": 2, "replicas": 3}
+        await until("3 replicas after the restore", lambda: replicas(3), within=30)
+        back = (await recalled.snapshot()).job(jid)
+        assert back is not None and (back.replicas, back.replicas_removed) == (3, 0)
+    finally:
+        await ray.aclose()
+        await recalled.aclose()
     proxy = (await site.ray.serve()).http_options or {}
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{proxy['port']}/{name}") as resp:
         assert (resp.status, await resp.text()) == (200, "ok")

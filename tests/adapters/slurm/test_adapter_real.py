@@ -27,6 +27,7 @@ from gateway.clock import SystemClock
 from gateway.config.models import SchedulerConfig, SlurmSchedulerConfig, TierRule, TiersConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, JobState, Tier
 from gateway.exceptions import AdapterTimeout, AdapterUnavailable, CommandFailed
+from gateway.ports import Recall
 
 pytestmark = pytest.mark.integration
 
@@ -360,7 +361,7 @@ async def test_power_cap_template_runs_through_srun_on_each_node_of_the_job(clus
 
     restarted = cluster.adapter(template=template)  # a restarted gateway: Slurm does not report GPU limits
     assert (j := (await restarted.snapshot()).job(job)) is not None and j.power_cap_w is None
-    restarted.recall_caps({job: 100.0, "999999": 250.0})  # what its journal says is in force
+    restarted.recall(Recall(caps={job: 100.0, "999999": 250.0}))  # what its journal says is in force
     assert (j := (await restarted.snapshot()).job(job)) is not None and j.power_cap_w == 100.0
     assert "999999" not in restarted.levers.caps  # a job Slurm no longer lists keeps no cap
     await restarted.apply(act("ev-10/cap/j", ActionKind.CAP, job, watts=100.0))

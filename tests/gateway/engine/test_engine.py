@@ -10,6 +10,7 @@ import pytest
 
 from gateway.domain import ActionKind, EventState, JobState, Tier
 from gateway.exceptions import CommandFailed
+from gateway.ports import Recall
 from tests.gateway.engine.conftest import Rig, event
 
 CRITICAL = {"crit-1", "crit-2"}
@@ -132,10 +133,14 @@ async def test_restart_mid_event_resends_nothing_and_restores_at_the_end(rig: Ri
     assert sent_before > 0
     capped = {j.job_id: j.power_cap_w for j in (await rig.cluster.snapshot()).jobs if j.power_cap_w is not None}
     assert capped
-    recalled: list[dict[str, float]] = []
-    monkeypatch.setattr(rig.cluster, "recall_caps", lambda caps: recalled.append(dict(caps)))
+    recalled: list[Recall] = []
+    monkeypatch.setattr(rig.cluster, "recall", recalled.append)
     await rig.restart()
-    assert recalled == [capped]  # a scheduler that cannot read caps back (Slurm) learns them from the journal
+    # a scheduler that cannot read caps back (Slurm) learns them from the journal, with every command in force
+    assert [dict(r.caps) for r in recalled] == [capped]
+    in_force = recalled[0].in_force
+    assert {a.job_id for a in in_force if a.kind is ActionKind.CAP} == set(capped)
+    assert all(a.kind.sheds for a in in_force)
     assert any(k == "resumed" for k, _ in rig.sink.records)
     await rig.run_until(start + timedelta(minutes=120))
     assert _state(rig, "ev-1") is EventState.COMPLETED
