@@ -36,6 +36,7 @@ from datetime import timedelta
 from typing import Any
 
 from adapters.ray.client import RayDashboardClient
+from adapters.ray.hold import KEY_HOLD_FOR, hold_id
 from adapters.ray.levers import KEY_RESUMED_FROM, RayLevers, event_of, refused, resubmission_id, with_gateway_env
 from adapters.ray.model import JobSpec, RayJob, ServeInstance, StopRecord
 from adapters.ray.services import ServeBook, ServeRules, ServeTarget, lookup, services
@@ -103,7 +104,8 @@ class RayAdapter:
         self.gateway_url = gateway_url
         self.directives = directives
         self.levers = RayLevers(self.client, resolver, self.clock, directives=directives, acks=acks,
-                                gateway_url=gateway_url, ack_poll_s=ack_poll_s, stop_wait_s=stop_wait_s)
+                                gateway_url=gateway_url, ack_poll_s=ack_poll_s, stop_wait_s=stop_wait_s,
+                                hold=config.ray)
         self.jobs: dict[str, RayJob] = {}   # from the last snapshot, for describe()
         self.serve_rules = ServeRules(config.ray.serve, resolver.default)
         self.book = ServeBook()
@@ -150,6 +152,8 @@ class RayAdapter:
             if sid is None:
                 continue
             self.jobs[sid] = rj
+            if KEY_HOLD_FOR in rj.metadata:  # the gateway's own holder of a stopped job's GPUs
+                continue
             held = sid in held_ids and sid not in resubmitted
             if rj.terminal and not held and rj.end_time is not None and rj.end_time < old:
                 continue
@@ -251,10 +255,13 @@ class RayAdapter:
             return [*lines,
                     f"# ask {jid} to checkpoint: directive at GET /v1/jobs/{jid}/directive (JobDirectives)",
                     f"# wait up to {grace:g} s for POST /v1/jobs/{jid}/checkpoint-ack",
-                    f"POST {url('/api/jobs/' + jid + '/stop')}"]
+                    f"POST {url('/api/jobs/' + jid + '/stop')}", *self._describe_hold(jid, event_of(action.key))]
         new_id = resubmission_id(jid, event_of(action.key))
         lines = [f"GET {url('/api/jobs/' + new_id)}  # already resubmitted? then nothing more",
                  f"GET {url('/api/jobs/' + jid)}"]
+        if self.levers.hold is not None:
+            holder = hold_id(jid, event_of(action.key))
+            lines.insert(0, f"POST {url('/api/jobs/' + holder + '/stop')}  # release the GPUs held for {jid}")
         if job is None:
             return [*lines, f"POST {url('/api/jobs/')} <{jid}'s entrypoint, runtime_env, metadata and resources, "
                             f"submission_id {new_id}, DCFLEX_RESUME_FROM = its acknowledged checkpoint>"]
@@ -264,6 +271,18 @@ class RayAdapter:
                                 self.gateway_url, resume_from=record.checkpoint_path if record else None,
                                 metadata={KEY_RESUMED_FROM: jid})
         return [*lines, f"POST {url('/api/jobs/')} {json.dumps(spec.to_json(), sort_keys=True)}"]
+
+    def _describe_hold(self, jid: str, event: str) -> list[str]:
+        hold = self.levers.hold
+        if hold is None:
+            return []
+        job = self.jobs.get(jid)
+        gpus = self.resolver.resolve(job).gpus if job is not None else None
+        if gpus == 0:
+            return [f"# {jid} declares no GPUs (dcflex.gpus): nothing to hold"]
+        count = f"{gpus}" if gpus is not None else "dcflex.gpus"
+        return [f"POST {self.client.url('/api/jobs/')} <holder job {hold_id(jid, event)}: a placement group of "
+                f"{count} x {{{hold.gpu_resource}: 1}} until the restart>"]
 
     # ------------------------------------------------------------------ beyond the port
 

@@ -30,13 +30,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.ray.client import RayDashboardClient
+from adapters.ray.hold import hold_id, hold_spec
 from adapters.ray.model import KEY_ENTRYPOINT, JobSpec, RayJob, StopRecord
 from adapters.ray.tiers import RayTierResolver
 from gateway.api.acks import Ack, CheckpointAcks
 from gateway.api.directives import JobDirectives
 from gateway.clock import Clock
+from gateway.config.models import RaySchedulerConfig
 from gateway.domain import Action, ActionKind
-from gateway.exceptions import CommandFailed
+from gateway.exceptions import AdapterError, CommandFailed
 from gateway.ports import Facts
 
 __all__ = ["ENV_GATEWAY_URL", "ENV_JOB_ID", "ENV_RESUME_FROM", "KEY_RESUMED_FROM", "RayLevers", "event_of",
@@ -102,7 +104,7 @@ class RayLevers:
 
     def __init__(self, client: RayDashboardClient, resolver: RayTierResolver, clock: Clock, *,
                  directives: JobDirectives | None, acks: CheckpointAcks | None, gateway_url: str | None,
-                 ack_poll_s: float = 0.25, stop_wait_s: float = 30.0) -> None:
+                 ack_poll_s: float = 0.25, stop_wait_s: float = 30.0, hold: RaySchedulerConfig | None = None) -> None:
         self.client = client
         self.resolver = resolver
         self.clock = clock
@@ -111,6 +113,7 @@ class RayLevers:
         self.gateway_url = gateway_url
         self.ack_poll_s = ack_poll_s
         self.stop_wait_s = stop_wait_s
+        self.hold = hold if hold is not None and hold.hold_capacity else None
         self.stopped: dict[str, StopRecord] = {}
         self.checkpoints: list[StopRecord] = []
         self.in_checkpoint: set[str] = set()
@@ -133,7 +136,8 @@ class RayLevers:
         armed = self._armed.get(a.job_id)
         if job.terminal:
             if armed is not None and armed[0] == a.key:  # an earlier attempt of this action asked; it has left
-                return self._finish(a.job_id, event, armed[1], policy.checkpoint_grace_s, stopped=False)
+                facts = self._finish(a.job_id, event, armed[1], policy.checkpoint_grace_s, stopped=False)
+                return {**facts, **await self._hold(a.job_id, event, policy.gpus)}
             log.info("checkpoint_stop %s: nothing to do, Ray says it is %s", a.job_id, job.status)
             return None
         await self._pin(job)
@@ -141,7 +145,8 @@ class RayLevers:
             why = ("it had not started: nothing to checkpoint" if job.status != "RUNNING" else
                    "no directive store (the gateway's job API) to ask it to checkpoint: stopped without one")
             await self._stop(a.job_id)
-            return self._record(StopRecord(a.job_id, event, self.clock.now(), False, note=why))
+            facts = self._record(StopRecord(a.job_id, event, self.clock.now(), False, note=why))
+            return {**facts, **await self._hold(a.job_id, event, policy.gpus)}
         if armed is not None and armed[0] == a.key:
             since = armed[1]  # a retry of this action: asked already; asking again would start a second checkpoint
         else:
@@ -156,7 +161,36 @@ class RayLevers:
             await self._stop(a.job_id)
         finally:
             self.in_checkpoint.discard(a.job_id)
-        return self._finish(a.job_id, event, since, policy.checkpoint_grace_s, stopped=True)
+        facts = self._finish(a.job_id, event, since, policy.checkpoint_grace_s, stopped=True)
+        return {**facts, **await self._hold(a.job_id, event, policy.gpus)}
+
+    async def _hold(self, job_id: str, event: str, gpus: int) -> dict[str, object]:
+        """Reserve the GPUs the stopped job freed (``adapters.ray.hold``); a failure is reported in the
+        facts and logged, never fails the stop (the job is stopped either way)."""
+        if self.hold is None or gpus <= 0:
+            return {}
+        spec = hold_spec(job_id, event, gpus, self.hold.gpu_resource, self.hold.hold_python)
+        assert spec.submission_id is not None
+        try:
+            if await self.client.get_job(spec.submission_id) is None:
+                await self.client.submit_job(spec)
+        except AdapterError as exc:
+            log.error("checkpoint_stop %s: could not hold its %d GPU(s) (Ray may start other work there): %s",
+                      job_id, gpus, exc)
+            return {"hold_error": str(exc)}
+        log.info("checkpoint_stop %s: holding %d %s for it (job %s)", job_id, gpus, self.hold.gpu_resource,
+                 spec.submission_id)
+        return {"hold": spec.submission_id, "hold_gpus": gpus}
+
+    async def _release(self, job_id: str, event: str) -> None:
+        """End the holder of ``job_id``'s GPUs (and with it its placement group) before the job comes back."""
+        if self.hold is None:
+            return
+        sid = hold_id(job_id, event)
+        holder = await self.client.get_job(sid)
+        if holder is not None and not holder.terminal:
+            await self._stop(sid)
+            log.info("restart %s: released the GPUs held for it (job %s)", job_id, sid)
 
     def _ack(self, job_id: str, event: str) -> Ack | None:
         ack = self.acks.get(job_id) if self.acks is not None else None
@@ -229,6 +263,7 @@ class RayLevers:
 
     async def restart(self, a: Action) -> None:
         event = event_of(a.key)
+        await self._release(a.job_id, event)  # first: whatever happens next, nothing stays held past the event
         new_id = resubmission_id(a.job_id, event)
         if await self.client.get_job(new_id) is not None:
             log.info("restart %s: already resubmitted as %s", a.job_id, new_id)

@@ -221,6 +221,10 @@ class RaySchedulerConfig(Section):
     )
     retry_backoff_s: NonNegFloat = Field(default=0.5, le=60, description="first wait before retrying the dashboard")
     serve: tuple[RayServeRule, ...] = Field(default=(), description="Serve deployments and their tiers; first match wins")
+    hold_capacity: bool = Field(default=True, description="reserve a stopped job's GPUs until its restart")
+    gpu_resource: str = Field(default="GPU", min_length=1, description="the Ray resource a hold reserves")
+    hold_python: str = Field(default="python", min_length=1,
+                             description="the Python (with ray) that runs the holder job on the head node")
 
     @field_validator("dashboard_url", "gateway_url")
     @classmethod

@@ -13,6 +13,7 @@ import pytest
 
 from adapters.ray.adapter import RayAdapter, gateway_url_for
 from adapters.ray.client import RayDashboardClient
+from adapters.ray.hold import hold_id
 from adapters.ray.levers import resubmission_id
 from adapters.ray.model import StopRecord
 from adapters.ray.tiers import RayTierResolver
@@ -88,12 +89,16 @@ async def test_describe_says_which_requests_apply_would_make(dash: FakeDashboard
     ray = adapter(dash)
     await ray.snapshot()
     stop = ray.describe(act(ActionKind.CHECKPOINT_STOP))
-    assert stop[-1] == f"POST {dash.url}/api/jobs/train-a/stop"
+    assert stop[-2] == f"POST {dash.url}/api/jobs/train-a/stop"
+    holder = hold_id("train-a", "ev-1")
+    assert stop[-1] == (f"POST {dash.url}/api/jobs/ <holder job {holder}: a placement group of 2 x {{GPU: 1}} "
+                        "until the restart>")
     assert any("wait up to 30 s for POST /v1/jobs/train-a/checkpoint-ack" in line for line in stop)
     ray.levers.stopped["train-a"] = StopRecord("train-a", "ev-1", NOW, True, "/ckpt/step-7")
     restart = ray.describe(act(ActionKind.RESTART))
     new_id = resubmission_id("train-a", "ev-1")
-    assert restart[0].startswith(f"GET {dash.url}/api/jobs/{new_id}")
+    assert restart[0].startswith(f"POST {dash.url}/api/jobs/{holder}/stop")  # the hold is released first
+    assert restart[1].startswith(f"GET {dash.url}/api/jobs/{new_id}")
     method, url, body = restart[-1].split(" ", 2)
     sent = json.loads(body)
     assert (method, url, sent["submission_id"], sent["entrypoint"]) == ("POST", f"{dash.url}/api/jobs/", new_id,
@@ -143,7 +148,9 @@ async def test_dry_run_stops_nothing(dash: FakeDashboard) -> None:
     ray = adapter(dash, dry_run=True)
     await ray.apply(act(ActionKind.CHECKPOINT_STOP, "t1"))
     assert dash.count("POST /api/jobs/t1/stop") == 0
-    assert [(m, u.removeprefix(dash.url)) for m, u, _ in ray.client.sent] == [("POST", "/api/jobs/t1/stop")]
+    sent = [(m, u.removeprefix(dash.url)) for m, u, _ in ray.client.sent]
+    assert sent == [("POST", "/api/jobs/t1/stop"), ("POST", "/api/jobs/")]  # the stop, and the hold of its GPUs
+    assert dash.count("POST /api/jobs/") == 0
     await ray.aclose()
 
 

@@ -20,13 +20,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
 from adapters.ray.adapter import RayAdapter
 from adapters.ray.client import RayDashboardClient
+from adapters.ray.hold import hold_id
 from adapters.ray.levers import resubmission_id
 from adapters.ray.model import KEY_ENTRYPOINT, JobSpec
 from adapters.ray.tiers import RayTierResolver
@@ -105,6 +106,15 @@ async def until(what: str, probe: Callable[[], Awaitable[T | None]], within: flo
         await asyncio.sleep(0.25)
 
 
+async def placement_group(site: Site, name: str, state: str) -> dict[str, Any] | None:
+    """The placement group called ``name`` as Ray's state API lists it, once it is in ``state``."""
+    async with aiohttp.ClientSession() as http, http.get(f"{site.client.base_url}/api/v0/placement_groups",
+                                                         params={"limit": "1000", "detail": "true"}) as resp:
+        body = await resp.json()
+    groups = [g for g in body["data"]["result"]["result"] if g.get("name") == name]
+    return groups[-1] if groups and groups[-1]["state"] == state else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -149,7 +159,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     directives = JobDirectives(clock)
     app = build_app(status=dict, healthy=lambda: True, acks=acks, clock=clock, directives=directives)
     async with ApiServer(app, "127.0.0.1", 0) as api:
-        cfg = SchedulerConfig(kind="ray", command_timeout_s=20.0, retries=2, ray=RaySchedulerConfig(dashboard_url=url))
+        gpu = service_env("DCFLEX_TEST_RAY_GPU_RESOURCE")
+        cfg = SchedulerConfig(kind="ray", command_timeout_s=20.0, retries=2,
+                              ray=RaySchedulerConfig(dashboard_url=url, gpu_resource=gpu, hold_python=sys.executable))
         ray = RayAdapter(cfg, RayTierResolver(TiersConfig(default=Tier.CRITICAL)), directives=directives, acks=acks,
                          gateway_url=api.url, clock=clock, client=client, ack_poll_s=0.1)
         workdir, ckpt = tmp_path / "job", tmp_path / "ckpt"
@@ -188,11 +200,15 @@ async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(s
     assert job.checkpoint_s == 20.0 and job.scheduler == "ray"
 
     started = time.monotonic()
-    await site.ray.apply(site.action(ActionKind.CHECKPOINT_STOP, sid))
+    stop = site.action(ActionKind.CHECKPOINT_STOP, sid)
+    facts = await site.ray.apply(stop)
     took = time.monotonic() - started
     record = site.ray.checkpoints[-1]
     path = str(site.ckpt / f"{sid}.step")
     assert record.acknowledged and record.checkpoint_path == path and record.event_id == EVENT, record
+    holder = hold_id(sid, EVENT)
+    assert facts is not None and facts["acknowledged"] is True and facts["checkpoint_path"] == path
+    assert (facts["hold"], facts["hold_gpus"]) == (holder, 2)
     assert took < 20.0, "it acknowledged, so the stop did not wait out the grace time"
     stopped = await site.client.get_job(sid)
     assert stopped is not None and stopped.status == "STOPPED"
@@ -201,13 +217,22 @@ async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(s
     step = int(await asyncio.to_thread(Path(path).read_text))
     assert step > 0
 
+    # Ray itself holds the freed GPUs: a placement group of the job's two, which no other work may use
+    group = await until("the hold's placement group", lambda: placement_group(site, holder, "CREATED"), within=60)
+    assert [b["unit_resources"] for b in group["bundles"]] == [{site.gpu_resource: 1.0}] * 2
+    assert all(j.job_id != holder for j in (await site.ray.snapshot()).jobs)  # the holder is not a job to plan
+
+    # A restarted gateway (nothing in memory) learns the stop and its checkpoint from the journal's facts,
+    # releases the hold and resubmits; the first one then replays the same restart: Ray still runs one job.
     restart = site.action(ActionKind.RESTART, sid)
-    await site.ray.apply(restart)
-    # A second gateway (nothing in memory, as after a restart) replays the same restart: Ray still runs one job.
     again = RayAdapter(site.ray.config, site.ray.resolver, directives=site.directives, acks=site.acks,
                        gateway_url=site.gateway_url, client=RayDashboardClient(site.client.base_url))
+    again.recall(Recall(in_force=(stop,), facts={stop.key: facts}))
+    assert again.levers.stopped[sid].checkpoint_path == path
     await again.apply(restart)
     await again.aclose()
+    await until("the hold released", lambda: placement_group(site, holder, "REMOVED"), within=30)
+    await site.ray.apply(restart)
     new_id = resubmission_id(sid, EVENT)
     resumed = [j for j in await site.client.list_jobs() if j.metadata.get("dcflex.resumed_from") == sid]
     assert [j.submission_id for j in resumed] == [new_id]
