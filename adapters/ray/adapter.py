@@ -4,21 +4,25 @@
 rules (``adapters.ray.tiers``): a Ray job is never pausable or cappable, and it may be checkpointed and
 stopped only when its metadata says ``dcflex.resumable=true``. Jobs that ended more than an hour ago are
 left out (Ray keeps every job it ever ran); driver jobs (scripts that called ``ray.init`` themselves) too,
-since the Jobs API can neither stop nor resubmit them. ``apply()`` runs one lever (``adapters.ray.levers``)
-under a per-job lock and remembers completed keys:
+since the Jobs API can neither stop nor resubmit them, and the gateway's own holder jobs. Serve deployments
+(``GET /api/serve/applications/``) are services ``serve:<app>/<deployment>`` (``adapters.ray.services``).
+``apply()`` runs one lever (``adapters.ray.levers``) under a per-job lock (one lock for every Serve
+command) and remembers completed keys:
 
 - CHECKPOINT_STOP: ask the job to checkpoint (``JobDirectives``), wait for its acknowledgement
-  (``CheckpointAcks``) up to its grace time, stop it; RESTART: resubmit it, idempotently, resuming from the
-  acknowledged checkpoint;
+  (``CheckpointAcks``) up to its grace time, stop it, hold its GPUs (``adapters.ray.hold``); its facts say
+  whether it acknowledged and what. RESTART: release the hold, resubmit the job, idempotently, resuming
+  from the acknowledged checkpoint;
+- SCALE_DOWN/SCALE_UP: set a Serve deployment's replica count (the whole declarative config re-deployed
+  with that one number changed);
 - PAUSE, CAP, HOLD_NODES are refused (``CommandFailed``, saying why): the planner does not choose them for
   jobs with ``pausable=False``/``cappable=False`` and no nodes; their undos (RESUME, UNCAP, RELEASE_NODES)
   have nothing to undo and are no-ops.
 
-Every job the adapter submits carries ``DCFLEX_GATEWAY_URL`` and ``DCFLEX_JOB_ID`` (its submission id) in
-its runtime env, so the job-side helper finds the gateway. Serve applications are not jobs:
-``scale_serve(app, deployment, replicas)`` re-deploys the declarative config with one deployment's replica
-count changed. ``describe()`` returns the HTTP requests ``apply()`` would make (``#`` lines explain a wait
-or a refusal).
+``recall()`` after a restart takes back, from the journal, which jobs wait stopped (with their checkpoints)
+and each scaled service's full size. Every job the adapter submits carries ``DCFLEX_GATEWAY_URL`` and
+``DCFLEX_JOB_ID`` (its submission id) in its runtime env, so the job-side helper finds the gateway.
+``describe()`` returns the HTTP requests ``apply()`` would make (``#`` lines explain a wait or a refusal).
 
 Errors: ``AdapterTimeout``/``AdapterUnavailable`` after the client's own retries, and ``CommandFailed``.
 """

@@ -315,3 +315,14 @@ class DcflexConfig(BaseSettings):
     journal: JournalConfig = JournalConfig()
     sinks: SinksConfig = SinksConfig()
     api: ApiConfig = ApiConfig()
+
+    @model_validator(mode="after")
+    def _ray_jobs_reach_the_gateway(self) -> DcflexConfig:
+        """Ray jobs are told where the gateway's API is when they are submitted, before the API binds: a
+        port the OS picks (0) would hand them an address nothing listens at."""
+        ray = self.scheduler.ray
+        if self.scheduler.kind == "ray" and ray.gateway_url is None and (self.api.port == 0 or not self.api.enabled):
+            why = "port = 0 (chosen at start-up)" if self.api.enabled else "enabled = false"
+            raise ValueError(f"scheduler.ray.gateway_url: Ray jobs need the gateway's API address, and [api] has {why}; "
+                             "set scheduler.ray.gateway_url, or give [api] a fixed port")
+        return self

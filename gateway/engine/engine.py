@@ -138,6 +138,17 @@ class Engine(OperatorOverrides):
             await self._accept(event, mapping.directive, mapping.decision, snapshot, now, modified=known is not None)
             return mapping.decision
 
+    def _metered(self, snapshot: ClusterSnapshot, now: datetime) -> ClusterSnapshot:
+        """The snapshot with the site's measured power when the scheduler reports none and a reading is
+        fresh: a scheduler that lists no nodes (Ray) cannot model the idle GPUs and the rest of the site,
+        and the meter's figure is what the target is judged against."""
+        latest = self.history.latest
+        if snapshot.site_kw is not None or latest is None:
+            return snapshot
+        if (now - latest[0]).total_seconds() > 2.0 * self.settings.sample_interval_s + 1.0:
+            return snapshot
+        return replace(snapshot, site_kw=latest[1])
+
     async def _record_opt_out(self, event: GridEvent, reason: str, now: datetime) -> None:
         log.warning("opting out of event %s (mod %d): %s", event.event_id, event.modification, reason)
         run = self.runs.get(event.event_id)
@@ -162,7 +173,7 @@ class Engine(OperatorOverrides):
             "opt", event.event_id,
             {"opt": "optIn", "reason": decision.reason, "modification": event.modification, "directive": directive.reason},
         )
-        first = plan(directive, snapshot, self.planner_policy, now)
+        first = plan(directive, self._metered(snapshot, now), self.planner_policy, now)
         await self._emit("plan", event.event_id, plan_facts(first))
         old = self.runs.get(event.event_id)
         run = Run(directive=directive, state=EventState.PLANNED, first_plan=first)
@@ -398,7 +409,7 @@ class Engine(OperatorOverrides):
             self._last_snapshot = snapshot
             run.running_jobs = _running(snapshot)
         run.needs_plan = False
-        p = reuse or plan(run.directive, snapshot, self.planner_policy, now)
+        p = reuse or plan(run.directive, self._metered(snapshot, now), self.planner_policy, now)
         if reuse is None:
             run.remember(snapshot, p)
         ours = self.journal.jobs_with_open_commands()  # a cap the gateway set is not a prior limit

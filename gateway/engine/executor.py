@@ -67,6 +67,8 @@ class Executor:
             "reason": action.reason,
             "scheduler": self._scheduler.name,
         }
+        if action.replicas is not None:
+            facts["replicas"] = action.replicas
         if self._dry_run:
             commands = self._scheduler.describe(action)
             self._journal.mark_action(action, owner, "dry-run", self._clock.now(), undo_of=first_cover)

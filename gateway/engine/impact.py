@@ -2,7 +2,8 @@
 
 Each job's throughput is integrated over the event window, piecewise between the moments its
 commands took effect: under a cap, the workload curve's throughput at that cap (relative to the
-job's limit before the event); paused or stopped, none. A stopped job also pays its restart time
+job's limit before the event); paused or stopped, none; a service with replicas taken, the share of
+its replicas at work (of its full size when first seen). A stopped job also pays its restart time
 after it is released. The window runs from the event's ramp start to the later of its end and the
 job's last undo, so a slow restore counts against the event. ``lost_gpu_hours`` is the GPU-time
 that work would have taken at full speed: ``gpus × window × (1 − kept)`` plus the restart.
@@ -25,6 +26,7 @@ __all__ = ["JobImpact", "job_impacts"]
 _CAP, _UNCAP = "cap", "uncap"
 _OFF = frozenset({"pause", "checkpoint_stop"})
 _ON = frozenset({"resume", "restart"})
+_SCALE = frozenset({"scale_down", "scale_up"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ def _one(job: Job, steps: list[tuple[datetime, Mapping[str, object]]], model: Po
     extra_s = 0.0  # restart time after a stop
     rate = 1.0  # current fraction of full speed
     off = False
+    full_n = job.replicas + job.replicas_removed
+    share = 1.0  # a service's replicas at work, as a fraction of its full size
     cap: float | None = job.power_cap_w
     last = start
     for at, facts in steps:
@@ -89,7 +93,9 @@ def _one(job: Job, steps: list[tuple[datetime, Mapping[str, object]]], model: Po
             off = False
             if kind == "restart":
                 extra_s += job.restart_s
-        rate = 0.0 if off else min(1.0, curve.throughput_at(cap) / full)
+        elif kind in _SCALE and isinstance(n := facts.get("replicas"), int) and full_n > 0:
+            share = min(1.0, n / full_n)
+        rate = 0.0 if off else share * min(1.0, curve.throughput_at(cap) / full)
     lost_s += (stop - last).total_seconds() * (1.0 - rate)
     lost_s = min(window_s, lost_s)
     kept = max(0.0, 1.0 - lost_s / window_s)

@@ -177,6 +177,17 @@ class TestMistakes:
         assert message.startswith("invalid configuration in many.toml (5 problem(s)):\n")
         assert all(f"\n  {p}: " in message for p in paths)
 
+    @pytest.mark.parametrize("api", ["port = 0", "enabled = false"])
+    def test_ray_jobs_need_an_address_for_the_gateway(self, api: str) -> None:
+        problems = _problems(f'[scheduler]\nkind = "ray"\n[api]\n{api}\n')
+        assert "set scheduler.ray.gateway_url, or give [api] a fixed port" in problems["(top level)"]
+        fine = f'[scheduler]\nkind = "ray"\n[scheduler.ray]\ngateway_url = "http://gw:8765"\n[api]\n{api}\n'
+        assert load_config_text(fine, "site.toml").scheduler.ray.gateway_url == "http://gw:8765"
+
+    def test_a_serve_rule_needs_a_deployment_and_a_tier(self) -> None:
+        problems = _problems('[[scheduler.ray.serve]]\ntier = "flex-50"\nmin_replicas = 0\n')
+        assert set(problems) == {"scheduler.ray.serve[0].deployment", "scheduler.ray.serve[0].min_replicas"}
+
 
 class TestEnvironment:
     def test_secret_from_the_environment_overrides_the_file(self, monkeypatch: pytest.MonkeyPatch) -> None:

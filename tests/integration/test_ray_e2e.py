@@ -18,8 +18,9 @@ The test Ray head is shared (other sessions' tests and benchmarks submit dcflex 
 over every job its cluster runs, so each gateway here is shown only this run's jobs (``OwnJobs``: a filter on the
 adapter's snapshot; commands and the adapter are untouched).
 
-Not covered: Ray Serve scaling. The adapter can scale a Serve deployment (``RayAdapter.scale_serve``, tested in
-``tests/adapters/ray/test_adapter_real.py``), but no planner action drives it yet, so an event cannot.
+A Ray Serve application (four replicas of one deployment, ``flex-50`` by a ``[[scheduler.ray.serve]]`` rule,
+one GPU per replica by the same rule: the replicas reserve none) stands for an inference service: the event
+takes two of its replicas, and gives them back one at a time after it.
 
 Needs the test Ray head (``scripts/services.sh up``); without it these tests fail, saying so.
 """
@@ -43,6 +44,7 @@ import pytest
 
 from adapters.ray.adapter import RayAdapter
 from adapters.ray.client import RayDashboardClient
+from adapters.ray.hold import hold_id
 from adapters.ray.levers import KEY_RESUMED_FROM, resubmission_id
 from adapters.ray.model import JobSpec
 from gateway.api import CheckpointAcks, JobDirectives
@@ -60,6 +62,7 @@ pytestmark = pytest.mark.integration
 RUN = f"dcflex-e2e{uuid.uuid4().hex[:6]}"  # every job of this run starts with it (resubmissions too)
 VEN_ID = "ven-ray-e2e"
 GRACE_SILENT = 3.0
+RAMP_KW_PER_MIN = 18.0  # a replica's GPU (0.31 kW) comes back about a second after the one before
 
 TRAIN = '''\
 import os, sys, time
@@ -110,6 +113,19 @@ FLEX_MD = {"dcflex.tier": "preemptible", "dcflex.gpus": "2", "dcflex.resumable":
 CRITICAL_MD = {**FLEX_MD, "dcflex.tier": "critical", "job_name": "toy-critical"}  # resumable, yet never touched
 SILENT_MD = {**FLEX_MD, "dcflex.checkpoint_grace_s": f"{GRACE_SILENT:g}"}
 FINISHED_MD = {**FLEX_MD, "dcflex.gpus": "8"}  # a large job that ended before the event, as Ray keeps listing it
+CHAT = f"{RUN}-chat"
+SERVE_APP = '''\
+from ray import serve
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.05})
+class Model:
+    def __call__(self, request):
+        return "ok"
+
+
+app = Model.bind()
+'''
 
 
 # ------------------------------------------------------------------------------------ plumbing
@@ -225,7 +241,7 @@ class OwnJobs:
 
     async def snapshot(self) -> ClusterSnapshot:
         snap = await self.adapter.snapshot()
-        return replace(snap, jobs=tuple(j for j in snap.jobs if j.job_id.startswith(RUN)))
+        return replace(snap, jobs=tuple(j for j in snap.jobs if j.job_id.startswith((RUN, f"serve:{RUN}"))))
 
     async def apply(self, action: Action) -> Facts | None:
         return await self.adapter.apply(action)
@@ -290,13 +306,15 @@ class Site:
         port = free_port()
         cfg = DcflexConfig.model_validate({
             "ven": {"vtn_url": self.vtn.vtn_url, "ven_name": VEN_ID, "ven_id": VEN_ID, "poll_interval_s": 0.5},
-            "site": {"nodes": 1, "gpus_per_node": 8, "ramp_rate_kw_per_min": 1000.0, "max_shed_fraction": 0.9,
+            "site": {"nodes": 2, "gpus_per_node": 8, "ramp_rate_kw_per_min": RAMP_KW_PER_MIN, "max_shed_fraction": 0.9,
                      "baseline_minutes": 1},
             "policy": {"default_ramp_s": 2.0, "default_recovery_s": 10.0, "replan_interval_s": 2.0,
                        "tolerance_kw": 0.05, "replan_drift_kw": 0.3},
             "tiers": {"default": "critical"},
             "scheduler": {"kind": "ray", "retries": 1, "command_timeout_s": 10.0, "ray": {
-                "dashboard_url": dashboard_url, "gateway_url": f"http://127.0.0.1:{port}", "retry_backoff_s": 0.2}},
+                "dashboard_url": dashboard_url, "gateway_url": f"http://127.0.0.1:{port}", "retry_backoff_s": 0.2,
+                "gpu_resource": self.gpu_resource, "hold_python": sys.executable,
+                "serve": [{"deployment": f"{CHAT}/*", "tier": "flex-50", "gpus_per_replica": 1}]}},
             "journal": {"path": str(self.dir / f"journal-{len(self.gateways)}.sqlite3")},
             "api": {"enabled": True, "host": "127.0.0.1", "port": port},
         })
@@ -348,6 +366,25 @@ class Site:
             raise AssertionError(f"{exc}; Ray says {last} (is the test Ray head busy with other jobs?)") from None
         return logs
 
+    async def deploy_chat(self) -> None:
+        """The inference service: four replicas of one deployment, up before the gateway reads its baseline."""
+        (self.dir / "serve").mkdir()
+        (self.dir / "serve" / "chat_app.py").write_text(SERVE_APP)
+        wd = await self.client.upload_working_dir(self.dir / "serve")
+        await self.client.deploy_serve_app(
+            {"name": CHAT, "route_prefix": f"/{CHAT}", "import_path": "chat_app:app", "runtime_env": {"working_dir": wd},
+             "deployments": [{"name": "Model", "num_replicas": 4}]},
+            http_options={"host": "127.0.0.1", "port": free_port()},
+        )
+        await wait_for("4 chat replicas", partial(self.replicas, 4), 90, every=0.5)
+
+    async def replicas(self, n: int) -> bool:
+        """Whether Serve's target and running replicas of the chat deployment are both ``n``."""
+        app = (await self.client.serve_details()).apps.get(CHAT)
+        assert app is None or app.status != "DEPLOY_FAILED", app
+        dep = app.deployments.get("Model") if app is not None else None
+        return dep is not None and dep.target_num_replicas == n == dep.running_replicas == len(dep.replicas)
+
     async def status(self, sid: str) -> str:
         job = await self.client.get_job(sid)
         return job.status if job is not None else "GONE"
@@ -396,6 +433,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             finally:
                 for running in s.gateways:
                     await running.stop()
+                await client.remove_serve_app(CHAT)
                 ours = [j.submission_id or "" for j in await client.list_jobs()
                         if (j.submission_id or "").startswith(RUN) and not j.terminal]
                 for sid in ours:
@@ -427,13 +465,17 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
     stoppable = [*flex, silent]
     logs = {sid: await site.started(sid) for sid in (critical, *stoppable)}
     await wait_for("the finished job to end", partial(site.has_status, finished, "SUCCEEDED"), 30)
-    await site.serve(gw)  # after the jobs run: the baseline is their load
+    await site.deploy_chat()
+    chat = f"serve:{CHAT}/Model"
+    await site.serve(gw)  # after the jobs and the service run: the baseline is their load
     assert gw.gateway.api is not None
     for sid, text in logs.items():
         assert f"env DCFLEX_JOB_ID={sid}\n" in text and f"env DCFLEX_GATEWAY_URL={gw.gateway.api.url}\n" in text, text
     snap = await gw.adapter.snapshot()
     assert {sid: (j.tier, j.gpus, j.pausable, j.requeueable) for sid in logs if (j := snap.job(sid))} == {
         critical: (Tier.CRITICAL, 2, False, True), **{sid: (Tier.PREEMPTIBLE, 2, False, True) for sid in stoppable}}
+    svc = snap.job(chat)
+    assert svc is not None and (svc.tier, svc.gpus, svc.replicas, svc.pausable) == (Tier.FLEX_50, 4, 4, False)
 
     asked = gw.adapter.directives
     assert asked is not None
@@ -447,8 +489,9 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
     watcher = asyncio.create_task(watch())
     try:
         started = time.monotonic()
-        # 4 jobs × 2 GPUs on one 8-GPU node: 2.94 kW modelled; 55 % off needs all three flexible jobs stopped
-        eid = site.add_event(in_s=5, ramp_s=2, duration_s=16, pct=55.0)
+        # 16 GPUs, 4 jobs × 2 and 4 replicas × 1 at work: 4.65 kW modelled. 50 % off (2.33 kW) needs every
+        # lever there is: the three flexible jobs stopped (1.85 kW) and the two replicas flex-50 allows (0.62 kW)
+        eid = site.add_event(in_s=5, ramp_s=2, duration_s=24, pct=50.0)
         assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
         await wait_for("the event to hold", lambda: gw.state(eid) is EventState.HOLDING, 30)
         held_at = time.monotonic() - started
@@ -456,6 +499,14 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
         # While the event holds: every flexible job heard the directive and was stopped, per Ray itself.
         assert gw.actions(eid, ActionKind.CHECKPOINT_STOP) == {sid: ("done", 1) for sid in stoppable}
         assert {sid: await site.status(sid) for sid in stoppable} == {sid: "STOPPED" for sid in stoppable}
+        # their GPUs are held (a holder job each, keeping a placement group) so Ray starts nothing there
+        holders = {sid: await site.status(hold_id(sid, eid)) for sid in stoppable}
+        assert holders == {sid: "RUNNING" for sid in stoppable}, holders
+        # the service lost the two replicas its tier allows, one command each, and still serves on two
+        scaled = sorted(r.action.replicas or 0 for r in gw.gateway.journal.actions(eid)
+                        if r.action.kind is ActionKind.SCALE_DOWN and r.state == "done")
+        assert scaled == [2, 3], scaled
+        await wait_for("the service down to 2 replicas", partial(site.replicas, 2), 30)
         records = {r.job_id: r for r in gw.adapter.checkpoints}
         saved: dict[str, int] = {}
         for sid in flex:
@@ -474,6 +525,15 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
         assert f"directive event={eid} " in await site.client.job_logs(silent) and not site.read(f"{silent}.ckpt")
         assert any(r.levelno == logging.WARNING and silent in r.getMessage() and "probably lost" in r.getMessage()
                    for r in caplog.records)
+        # the loss is an alert for operators and a journal record, not only a log line
+        unacked = gw.sink.alerts("checkpoint_not_acknowledged")
+        assert [a["job_id"] for a in unacked] == [silent] and "probably lost" in str(unacked[0]["message"])
+        stop_keys = {r.action.job_id: r.action.key for r in gw.gateway.journal.actions(eid)
+                     if r.action.kind is ActionKind.CHECKPOINT_STOP}
+        kept = gw.gateway.journal.command_facts(stop_keys.values())
+        assert kept[stop_keys[silent]]["acknowledged"] is False
+        assert {sid: kept[stop_keys[sid]]["checkpoint_path"] for sid in flex} == {
+            sid: str(site.out / f"{sid}.ckpt") for sid in flex}
         assert critical not in records and not site.read(f"{critical}.ckpt")
         # Stopping the three reaches the target (1.1 of 1.3 kW): the plan must say so, whatever Ray still lists.
         plans = [b for _, _, _, b in gw.gateway.journal.log_entries(eid, ("plan",))]
@@ -488,7 +548,14 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
     # After the event: each stopped job resubmitted once, the acknowledged ones resuming from their checkpoint.
     assert gw.actions(eid, ActionKind.CHECKPOINT_STOP) == {sid: ("undone", 1) for sid in stoppable}
     assert gw.actions(eid, ActionKind.RESTART) == {sid: ("done", 1) for sid in stoppable}
+    assert {sid: await site.status(hold_id(sid, eid)) for sid in stoppable} == {sid: "STOPPED" for sid in stoppable}
+    # the replicas came back one at a time, the last taken first, under the ramp rate
+    ups = [r for r in gw.gateway.journal.actions(eid) if r.action.kind is ActionKind.SCALE_UP]
+    assert [(r.action.replicas, r.state) for r in ups] == [(3, "done"), (4, "done")]
+    assert ups[1].action.at - ups[0].action.at >= timedelta(seconds=0.9)
+    await wait_for("the service back at 4 replicas", partial(site.replicas, 4), 60, every=0.5)
     assert not [r for r in gw.gateway.journal.actions(eid) if r.action.job_id in (critical, finished)]
+    assert {r.action.job_id for r in gw.gateway.journal.actions(eid)} == {*stoppable, chat}
     resumed = {j.metadata[KEY_RESUMED_FROM]: j.submission_id or "" for j in await site.client.list_jobs()
                if j.metadata.get(KEY_RESUMED_FROM, "").startswith(RUN)}
     assert resumed == {sid: resubmission_id(sid, eid) for sid in stoppable}
@@ -502,7 +569,7 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
     assert len(seen) >= 10 and set(seen) == {("RUNNING", False)}, seen
     assert "directive" not in await site.client.job_logs(critical)
     impacts = {str(b["job_id"]): b for _, _, _, b in gw.gateway.journal.log_entries(eid, ("impact",))}
-    assert set(impacts) == set(stoppable) and all(float(b["throughput_kept"]) < 1.0 for b in impacts.values())
+    assert set(impacts) == {*stoppable, chat} and all(float(b["throughput_kept"]) < 1.0 for b in impacts.values())
     assert not [a for code in ("command_failed", "snapshot_failed", "shortfall") for a in gw.sink.alerts(code)]
     assert gw.alive()
     print(f"\nevent {eid}: holding {held_at:.1f} s and completed {done_at:.1f} s after it was sent; "
@@ -517,7 +584,7 @@ async def test_an_unreachable_dashboard_mid_event_is_alerted_survived_and_recove
         sid = await site.submit(gw, "cut", "ignore", {**FLEX_MD, "dcflex.checkpoint_grace_s": "4"})
         await site.started(sid)
         await site.serve(gw)
-        eid = site.add_event(in_s=5, ramp_s=1, duration_s=18, pct=40.0)
+        eid = site.add_event(in_s=5, ramp_s=1, duration_s=18, pct=30.0)
         assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
         asked = gw.adapter.directives
         assert asked is not None
