@@ -1,9 +1,9 @@
 """The job-side helper inside a Ray Train worker loop: checkpoint when the gateway asks, then report.
 
-Not yet run against a real Ray: written against the Ray 2.x documentation of ``ray.train.report``,
-``ray.train.Checkpoint.from_directory``, ``ray.train.get_checkpoint`` and ``ray.train.get_context``.
-Ray is imported inside the functions only, so this module imports without Ray (and the gateway
-process never imports it).
+Run against a real Ray (2.60, Train v2, ``tests/adapters/ray/test_adapter_real.py``): the worker reports
+the checkpoint to Ray Train, acknowledges the copy Ray persisted under the run's storage path, and the
+resubmitted job's worker restores from it. Ray is imported inside the functions only, so this module
+imports without Ray (and the gateway process never imports it).
 
     from gateway.jobside_ray import report_with_checkpoint, resume_checkpoint
 

@@ -3,7 +3,7 @@
 #
 # Why it looks like this:
 # - Nothing from apt: when .venv/bin/ray is missing, svc_start installs the `ray` extra of the project
-#   (pyproject.toml: ray[default,serve]) into .venv with pip. The gateway never imports ray; only this head
+#   (pyproject.toml: ray[default,serve,train]) into .venv with pip. The gateway never imports ray; only this head
 #   and its jobs do (jobs run .venv/bin/python, so they can import the job-side helper, gateway.jobside).
 # - Non-default ports on purpose: the dashboard (Jobs and Serve REST APIs) on 127.0.0.1:18265
 #   ($DCFLEX_RAY_DASHBOARD_PORT), GCS on 16379, the Ray client server on 16380, and workers on 21000-21999.
@@ -47,11 +47,15 @@ svc_present() {
   [ -x "$(_ray_bin)" ] || { echo "ray: missing $(_ray_bin)" >&2; return 1; }
   # ray[serve]'s dependencies (the Serve REST API answers 501 without them); uvicorn is one.
   [ -x "$ROOT/.venv/bin/uvicorn" ] || { echo "ray: missing ray[serve] (no $ROOT/.venv/bin/uvicorn)" >&2; return 1; }
+  # ray[train]'s (ray.train refuses to import without fsspec and pyarrow); the Ray Train test needs them.
+  compgen -G "$ROOT/.venv/lib/python3*/site-packages/fsspec" >/dev/null \
+    && compgen -G "$ROOT/.venv/lib/python3*/site-packages/pyarrow" >/dev/null \
+    || { echo "ray: missing ray[train] (no fsspec or pyarrow in $ROOT/.venv)" >&2; return 1; }
   command -v curl >/dev/null || { echo "ray: missing curl (for the readiness check)" >&2; return 1; }
 }
 
 _ray_install() {
-  echo "ray: installing ray[default,serve] into $ROOT/.venv (pip install -e \"${ROOT}[ray]\")"
+  echo "ray: installing ray[default,serve,train] into $ROOT/.venv (pip install -e \"${ROOT}[ray]\")"
   "$ROOT/.venv/bin/pip" install -q -e "${ROOT}[ray]" >"$SVC_DIR/log/pip.log" 2>&1 || {
     echo "ray: pip install failed; see $SVC_DIR/log/pip.log" >&2
     tail -n 20 "$SVC_DIR/log/pip.log" >&2

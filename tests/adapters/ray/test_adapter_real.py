@@ -81,6 +81,42 @@ while time.monotonic() < deadline:
     time.sleep(0.2)
 '''
 
+RAY_TRAIN = '''\
+import os, sys, time
+from ray.train import RunConfig, ScalingConfig
+try:  # Ray Train v2 (the default from Ray 2.5x), else v1
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+except ImportError:
+    from ray.train.data_parallel_trainer import DataParallelTrainer
+from gateway.jobside_ray import report_with_checkpoint, resume_checkpoint
+
+
+def loop(config):
+    step = 0
+    ckpt = resume_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            step = int(open(os.path.join(d, "step")).read())
+    print(f"worker start at step {step} from {ckpt.path if ckpt is not None else '-'}", flush=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        step += 1
+
+        def save(d, step=step):
+            with open(os.path.join(d, "step"), "w") as f:
+                f.write(str(step))
+
+        path = report_with_checkpoint({"step": step}, save=save)
+        if path:
+            print(f"worker checkpoint at step {step} in {path}", flush=True)
+
+
+trainer = DataParallelTrainer(loop, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.25}),
+                              run_config=RunConfig(storage_path=sys.argv[1], name=os.environ["DCFLEX_JOB_ID"]))
+trainer.fit()
+'''
+
 ECHO = '''\
 from ray import serve
 
@@ -244,6 +280,34 @@ async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(s
     assert {k: new.metadata[k] for k in md} == md and new.runtime_env["working_dir"] == wd
     assert new.entrypoint_resources == {site.gpu_resource: 1.0} and KEY_ENTRYPOINT in new.metadata
     assert (await site.ray.snapshot()).job(sid).state is JobState.COMPLETED  # type: ignore[union-attr]
+
+
+async def test_a_ray_train_job_checkpoints_through_the_helper_and_resumes_from_it(site: Site) -> None:
+    """``gateway.jobside_ray`` inside a real Ray Train worker: asked by the gateway, it reports a checkpoint to
+    Ray Train and acknowledges where Ray keeps it; the resubmitted job's worker restores from that path."""
+    (site.workdir / "ray_train.py").write_text(RAY_TRAIN)
+    wd = await site.client.upload_working_dir(site.workdir)
+    sid = f"{RUN}-raytrain"
+    md = {"dcflex.tier": "preemptible", "dcflex.resumable": "true", "dcflex.checkpoint_grace_s": "60"}
+    spec = JobSpec(f"{sys.executable} ray_train.py {site.ckpt}", sid,
+                   {"working_dir": wd, "env_vars": {"DCFLEX_POLL_S": "0.2"}}, md, entrypoint_num_cpus=0.1)
+    await site.ray.submit(spec)
+    await site.running(sid, "worker start at step 0")
+
+    stop = site.action(ActionKind.CHECKPOINT_STOP, sid)
+    facts = await site.ray.apply(stop)
+    assert facts is not None and facts["acknowledged"] is True, facts
+    path = str(facts["checkpoint_path"])
+    logs = await site.client.job_logs(sid)
+    assert f" in {path}\n" in logs, logs[-2000:]
+    saved = int(await asyncio.to_thread((Path(path) / "step").read_text))  # Ray Train's persisted copy
+    assert saved > 0 and path.startswith(str(site.ckpt)), path
+    assert (await site.client.get_job(sid)).status == "STOPPED"  # type: ignore[union-attr]
+
+    await site.ray.apply(site.action(ActionKind.RESTART, sid))
+    new_id = resubmission_id(sid, EVENT)
+    logs = await site.running(new_id, "worker start at step")
+    assert f"worker start at step {saved} from {path}\n" in logs, logs[-2000:]
 
 
 async def test_a_job_that_never_acknowledges_is_stopped_after_its_grace(site: Site) -> None:
