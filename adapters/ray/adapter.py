@@ -265,7 +265,8 @@ class RayAdapter:
                  f"GET {url('/api/jobs/' + jid)}"]
         if self.levers.hold is not None:
             holder = hold_id(jid, event_of(action.key))
-            lines.insert(0, f"POST {url('/api/jobs/' + holder + '/stop')}  # release the GPUs held for {jid}")
+            lines.insert(0, f"POST {url('/api/jobs/')} <release job {holder}-release: remove placement group {holder}, "
+                            f"the GPUs held for {jid}>")
         if job is None:
             return [*lines, f"POST {url('/api/jobs/')} <{jid}'s entrypoint, runtime_env, metadata and resources, "
                             f"submission_id {new_id}, DCFLEX_RESUME_FROM = its acknowledged checkpoint>"]
@@ -285,7 +286,7 @@ class RayAdapter:
         if gpus == 0:
             return [f"# {jid} declares no GPUs (dcflex.gpus): nothing to hold"]
         count = f"{gpus}" if gpus is not None else "dcflex.gpus"
-        return [f"POST {self.client.url('/api/jobs/')} <holder job {hold_id(jid, event)}: a placement group of "
+        return [f"POST {self.client.url('/api/jobs/')} <hold job {hold_id(jid, event)}: a detached placement group of "
                 f"{count} x {{{hold.gpu_resource}: 1}} until the restart>"]
 
     # ------------------------------------------------------------------ beyond the port

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.ray.client import RayDashboardClient
-from adapters.ray.hold import hold_id, hold_spec
+from adapters.ray.hold import hold_id, hold_spec, release_spec
 from adapters.ray.model import KEY_ENTRYPOINT, JobSpec, RayJob, StopRecord
 from adapters.ray.tiers import RayTierResolver
 from gateway.api.acks import Ack, CheckpointAcks
@@ -178,19 +178,43 @@ class RayLevers:
             log.error("checkpoint_stop %s: could not hold its %d GPU(s) (Ray may start other work there): %s",
                       job_id, gpus, exc)
             return {"hold_error": str(exc)}
-        log.info("checkpoint_stop %s: holding %d %s for it (job %s)", job_id, gpus, self.hold.gpu_resource,
+        log.info("checkpoint_stop %s: holding %d %s for it (placement group %s)", job_id, gpus, self.hold.gpu_resource,
                  spec.submission_id)
         return {"hold": spec.submission_id, "hold_gpus": gpus}
 
     async def _release(self, job_id: str, event: str) -> None:
-        """End the holder of ``job_id``'s GPUs (and with it its placement group) before the job comes back."""
+        """Remove the placement group holding ``job_id``'s GPUs before the job comes back: wait for the hold
+        job (a release that ran first would find nothing, and the group would then form and stay), run
+        the release job, wait for it. A release that fails is logged, and the job is resubmitted anyway:
+        it then waits for its GPUs rather than past the event for nothing."""
         if self.hold is None:
             return
         sid = hold_id(job_id, event)
-        holder = await self.client.get_job(sid)
-        if holder is not None and not holder.terminal:
-            await self._stop(sid)
-            log.info("restart %s: released the GPUs held for it (job %s)", job_id, sid)
+        holder = await self._ended(sid)
+        if holder is None:
+            return  # never held (no GPUs declared, or the hold could not be submitted)
+        spec = release_spec(job_id, event, self.hold.hold_python)
+        assert spec.submission_id is not None
+        if await self.client.get_job(spec.submission_id) is None:
+            await self.client.submit_job(spec)
+        if self.client.dry_run:
+            return
+        done = await self._ended(spec.submission_id)
+        if done is None or done.status != "SUCCEEDED":
+            log.error("restart %s: releasing its held GPUs (placement group %s) did not succeed (%s); resubmitting "
+                      "anyway; remove the group by hand if it stays", job_id, sid,
+                      f"{done.status}: {done.message}" if done is not None else "the release job is gone")
+            return
+        log.info("restart %s: released the GPUs held for it (placement group %s)", job_id, sid)
+
+    async def _ended(self, sid: str) -> RayJob | None:
+        """The job ``sid`` once Ray reports it ended (bounded by ``stop_wait_s``); None when Ray does not list it."""
+        deadline = self.clock.now() + timedelta(seconds=self.stop_wait_s)
+        while True:
+            job = await self.client.get_job(sid)
+            if job is None or job.terminal or self.clock.now() >= deadline:
+                return job
+            await self.clock.sleep(0.5)
 
     def _ack(self, job_id: str, event: str) -> Ack | None:
         ack = self.acks.get(job_id) if self.acks is not None else None

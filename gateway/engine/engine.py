@@ -88,6 +88,7 @@ class Engine(OperatorOverrides):
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._last_snapshot: ClusterSnapshot | None = None
+        self._commanded_at: datetime | None = None  # when commands last returned (a reading before is stale)
         self._executor = Executor(
             scheduler, journal, clock, self._emit, dry_run=settings.dry_run, concurrency=settings.max_concurrency
         )
@@ -141,11 +142,15 @@ class Engine(OperatorOverrides):
     def _metered(self, snapshot: ClusterSnapshot, now: datetime) -> ClusterSnapshot:
         """The snapshot with the site's measured power when the scheduler reports none and a reading is
         fresh: a scheduler that lists no nodes (Ray) cannot model the idle GPUs and the rest of the site,
-        and the meter's figure is what the target is judged against."""
+        and the meter's figure is what the target is judged against. A reading taken before the last
+        commands returned is not used: it still counts load they removed, and the snapshot, read just now,
+        does not (the model decides until the next reading; the drift check re-plans on it)."""
         latest = self.history.latest
         if snapshot.site_kw is not None or latest is None:
             return snapshot
         if (now - latest[0]).total_seconds() > 2.0 * self.settings.sample_interval_s + 1.0:
+            return snapshot
+        if self._commanded_at is not None and latest[0] <= self._commanded_at:
             return snapshot
         return replace(snapshot, site_kw=latest[1])
 
@@ -475,12 +480,14 @@ class Engine(OperatorOverrides):
             if due:
                 run.pending = [a for a in run.pending if a.at > now]
                 await self._executor.run_all(run.event_id, due, {})
+                self._commanded_at = self.clock.now()
             due_undos = [u for u in run.undos if u.action.at <= now]
             if due_undos:
                 run.undos = [u for u in run.undos if u.action.at > now]
                 outcomes = await self._executor.run_all(
                     run.event_id, [u.action for u in due_undos], {u.action.key: u.covers for u in due_undos}
                 )
+                self._commanded_at = self.clock.now()
                 retry_at = now + timedelta(seconds=self.settings.restore_retry_s)
                 for undo, outcome in zip(due_undos, outcomes, strict=True):
                     if not outcome.ok:  # an undo is retried until it succeeds

@@ -91,13 +91,13 @@ async def test_describe_says_which_requests_apply_would_make(dash: FakeDashboard
     stop = ray.describe(act(ActionKind.CHECKPOINT_STOP))
     assert stop[-2] == f"POST {dash.url}/api/jobs/train-a/stop"
     holder = hold_id("train-a", "ev-1")
-    assert stop[-1] == (f"POST {dash.url}/api/jobs/ <holder job {holder}: a placement group of 2 x {{GPU: 1}} "
+    assert stop[-1] == (f"POST {dash.url}/api/jobs/ <hold job {holder}: a detached placement group of 2 x {{GPU: 1}} "
                         "until the restart>")
     assert any("wait up to 30 s for POST /v1/jobs/train-a/checkpoint-ack" in line for line in stop)
     ray.levers.stopped["train-a"] = StopRecord("train-a", "ev-1", NOW, True, "/ckpt/step-7")
     restart = ray.describe(act(ActionKind.RESTART))
     new_id = resubmission_id("train-a", "ev-1")
-    assert restart[0].startswith(f"POST {dash.url}/api/jobs/{holder}/stop")  # the hold is released first
+    assert restart[0].startswith(f"POST {dash.url}/api/jobs/ <release job {holder}-release")  # released first
     assert restart[1].startswith(f"GET {dash.url}/api/jobs/{new_id}")
     method, url, body = restart[-1].split(" ", 2)
     sent = json.loads(body)

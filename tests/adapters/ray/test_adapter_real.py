@@ -38,6 +38,7 @@ from gateway.domain import Action, ActionKind, JobState, Tier
 from gateway.exceptions import CommandFailed
 from gateway.planner import plan
 from gateway.ports import Recall
+from tests.adapters.ray.holds import placement_groups, release_holds
 from tests.gateway.planner import NOW, directive, policy
 from tests.services import HINT, service_env
 
@@ -144,10 +145,7 @@ async def until(what: str, probe: Callable[[], Awaitable[T | None]], within: flo
 
 async def placement_group(site: Site, name: str, state: str) -> dict[str, Any] | None:
     """The placement group called ``name`` as Ray's state API lists it, once it is in ``state``."""
-    async with aiohttp.ClientSession() as http, http.get(f"{site.client.base_url}/api/v0/placement_groups",
-                                                         params={"limit": "1000", "detail": "true"}) as resp:
-        body = await resp.json()
-    groups = [g for g in body["data"]["result"]["result"] if g.get("name") == name]
+    groups = [g for g in await placement_groups(site.client.base_url) if g.get("name") == name]
     return groups[-1] if groups and groups[-1]["state"] == state else None
 
 
@@ -213,6 +211,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
                 if (job.submission_id or "").startswith(RUN) and not job.terminal:
                     await client.stop_job(job.submission_id or "")
             await client.remove_serve_app(f"{RUN}-echo")
+            await release_holds(client, RUN)
             await ray.aclose()
 
 
@@ -253,8 +252,14 @@ async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(s
     step = int(await asyncio.to_thread(Path(path).read_text))
     assert step > 0
 
-    # Ray itself holds the freed GPUs: a placement group of the job's two, which no other work may use
+    # Ray itself holds the freed GPUs: a placement group of the job's two, which no other work may use; the
+    # job that made it has ended (nothing of the gateway's keeps running on the cluster)
     group = await until("the hold's placement group", lambda: placement_group(site, holder, "CREATED"), within=60)
+    async def hold_job_ended() -> bool:
+        job = await site.client.get_job(holder)
+        return job is not None and job.status == "SUCCEEDED"
+
+    await until("the hold job to end", hold_job_ended, within=30)
     assert [b["unit_resources"] for b in group["bundles"]] == [{site.gpu_resource: 1.0}] * 2
     assert all(j.job_id != holder for j in (await site.ray.snapshot()).jobs)  # the holder is not a job to plan
 
