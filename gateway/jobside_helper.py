@@ -163,7 +163,9 @@ class JobHelper:
         self._wake()
 
     def report_eta(self, seconds_left: float) -> None:
-        """The job's estimate of the seconds its checkpoint still needs; sent in the background."""
+        """The job's estimate, sent in the background: while a checkpoint is asked of it, of the seconds the
+        checkpoint still needs; otherwise, of the seconds until the job ends (the gateway announces large
+        drops of the site's load ahead, and a job's end is one)."""
         try:
             value = float(seconds_left)
         except (TypeError, ValueError):

@@ -1,4 +1,5 @@
-"""Building the operators' outputs a configuration asks for (``[sinks.mqtt]``, ``[sinks.influxdb]``)
+"""Building the operators' outputs a configuration asks for (``[sinks.mqtt]``, ``[sinks.influxdb]``, the
+notices' webhook)
 and wiring them to the engine: their outages become alerts, MQTT overrides reach the engine
 (``OperatorControl``) and are journaled as ``override`` records.
 
@@ -18,7 +19,7 @@ from gateway.ports import ServiceSink
 
 # how loud each sink problem is
 _SEVERITY = {"mqtt_unavailable": "error", "tsdb_unavailable": "error", "tsdb_rejected": "error",
-             "override_refused": "warning"}
+             "override_refused": "warning", "webhook_failed": "error", "webhook_refused": "error"}
 
 
 def build_outputs(cfg: DcflexConfig, engine: Engine, outbox: Outbox, clock: Clock) -> dict[str, ServiceSink]:
@@ -41,5 +42,9 @@ def build_outputs(cfg: DcflexConfig, engine: Engine, outbox: Outbox, clock: Cloc
         from gateway.sinks.tsdb import TsdbSink
 
         outputs["tsdb"] = TsdbSink(cfg.sinks.influxdb, outbox, clock=clock, on_problem=problem, site=cfg.site.site_id)
+    if cfg.notices.enabled and cfg.notices.webhook_url is not None:
+        from gateway.sinks.webhook import WebhookSink
+
+        outputs["webhook"] = WebhookSink(cfg.notices, outbox, clock=clock, on_problem=problem, site=cfg.site.site_id)
     engine.out.sinks.extend(outputs.values())
     return outputs

@@ -190,6 +190,20 @@ class SimulatedCluster:
         self._advance()
         self._core.add(spec)
 
+    def extend(self, job_id: str, extra_s: float) -> None:
+        """Give a job ``extra_s`` more seconds of work (a user extending its time limit): it ends later."""
+        self._advance()
+        self._core.jobs[job_id].work_left += extra_s
+
+    def crash(self, job_id: str) -> None:
+        """End a running job at once, as a crash or a failed node would: its GPUs fall idle, unannounced."""
+        self._advance()
+        j = self._core.jobs[job_id]
+        if j.state is not JobState.RUNNING:
+            raise ValueError(f"sim: job {job_id} is {j.state}, not running")
+        j.work_left = 0.0
+        self._core.advance_to(self._core.t)  # completes it now: nodes freed, no cap left
+
     def job(self, job_id: str) -> Job:
         """The job's value now (KeyError when unknown)."""
         self._advance()

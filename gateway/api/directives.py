@@ -64,6 +64,7 @@ class _Entry:
     last_seq: int = 0
     directive: Directive | None = None
     eta: tuple[datetime, float] | None = field(default=None)
+    end: tuple[datetime, float] | None = field(default=None)  # reported with no checkpoint asked: the job's end
 
 
 class JobDirectives:
@@ -111,13 +112,21 @@ class JobDirectives:
         return True
 
     def report_eta(self, job_id: str, seconds_left: float, at: datetime) -> None:
-        """Record the job's own estimate of the seconds until its checkpoint is written."""
+        """Record the job's own estimate: while a checkpoint is asked of it, of the seconds until the
+        checkpoint is written; otherwise, of the seconds until the job ends (advance notice uses it)."""
         if not math.isfinite(seconds_left) or seconds_left < 0:
             raise ValueError(f"seconds_left must be a finite number >= 0, not {seconds_left!r}")
-        self._touch(job_id, self._clock.now()).eta = (at, float(seconds_left))
+        entry = self._touch(job_id, self._clock.now())
+        entry.eta = (at, float(seconds_left))
+        if entry.directive is None:
+            entry.end = entry.eta
+
+    def ends(self) -> dict[str, tuple[datetime, float]]:
+        """Every job's latest estimate of its end: ``{job id: (reported at, seconds left then)}``."""
+        return {jid: e.end for jid, e in self._entries.items() if e.end is not None}
 
     def eta(self, job_id: str) -> tuple[datetime, float] | None:
-        """``(reported at, seconds left then)`` of the latest report, or None."""
+        """``(reported at, seconds left then)`` of the latest report, whatever it was about, or None."""
         entry = self._entries.get(job_id)
         return entry.eta if entry is not None else None
 

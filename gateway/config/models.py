@@ -294,6 +294,46 @@ class SinksConfig(Section):
     influxdb: InfluxSinkConfig = InfluxSinkConfig()
 
 
+class NoticesConfig(Section):
+    """Advance notice to the grid before the site's load drops (``gateway.notices``)."""
+
+    enabled: bool = True
+    threshold_kw: NonNegFloat | None = Field(default=None, description="a drop of at least this many kW needs notice")
+    threshold_pct: float | None = Field(default=10.0, gt=0, le=100,
+                                        description="a drop of at least this % of the site's load needs notice")
+    lead_times_min: tuple[PositiveFloat, ...] = Field(default=(60.0, 15.0), min_length=1,
+                                                      description="notices go out this many minutes before a drop")
+    update_kw: NonNegFloat | None = Field(default=None, description="re-announce when the drop's size moves this far; "
+                                                                     "default half the threshold")
+    update_min: PositiveFloat = Field(default=5.0, description="re-announce when the drop's time moves this far")
+    snapshot_interval_s: PositiveFloat = Field(default=60.0, description="how often jobs' expected ends are re-read")
+    webhook_url: str | None = Field(default=None, description="POST every notice here too (JSON, HMAC-signed)")
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key of the webhook's signature")
+    webhook_retries: int = Field(default=5, ge=0, le=100)
+    webhook_timeout_s: PositiveFloat = Field(default=10.0, le=300)
+    webhook_backoff_s: NonNegFloat = Field(default=1.0, le=600, description="first wait before a retry; doubles")
+
+    @field_validator("lead_times_min")
+    @classmethod
+    def _leads(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(sorted(set(v), reverse=True))
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _threshold(self) -> NoticesConfig:
+        if self.threshold_kw is None and self.threshold_pct is None:
+            raise ValueError("set threshold_kw or threshold_pct: which drops need notice")
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("webhook_secret is required with webhook_url: receivers check the signature")
+        return self
+
+
 class ApiConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -314,6 +354,7 @@ class DcflexConfig(BaseSettings):
     scheduler: SchedulerConfig = SchedulerConfig()
     journal: JournalConfig = JournalConfig()
     sinks: SinksConfig = SinksConfig()
+    notices: NoticesConfig = NoticesConfig()
     api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")

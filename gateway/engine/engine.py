@@ -27,7 +27,6 @@ from gateway.domain import (
     EventState,
     GridEvent,
     JobState,
-    Notice,
     OptDecision,
     Plan,
 )
@@ -41,6 +40,7 @@ from gateway.engine.settings import EngineSettings
 from gateway.engine.status import plan_facts, status_of
 from gateway.exceptions import AdapterError, DcflexError
 from gateway.journal import Journal
+from gateway.notices.service import NoticeService
 from gateway.planner import PlannerPolicy, plan
 from gateway.policy import map_event
 from gateway.ports import PowerMeter, Recall, SchedulerPort, Sink
@@ -96,6 +96,8 @@ class Engine(OperatorOverrides):
         self.out = Outputs(journal, clock, sinks, self.history, self.model, keep_power_days=2 * site.baseline_y_days + 8)
         self.paused: str | None = None  # why operators paused new commands (None: not paused)
         self.tell_vtn: VtnOptOut | None = None  # set by the gateway: an operator's opt-out reaches the VTN
+        self.notices = NoticeService(settings.notices, self.model, journal, self._emit,
+                                     sample_interval_s=settings.sample_interval_s)
 
     # ---------------------------------------------------------------- outputs
     async def _emit(self, kind: str, event_id: str, payload: Mapping[str, object]) -> None:
@@ -138,6 +140,23 @@ class Engine(OperatorOverrides):
                 return mapping.decision
             await self._accept(event, mapping.directive, mapping.decision, snapshot, now, modified=known is not None)
             return mapping.decision
+
+    async def _notices_step(self, now: datetime, kw: float) -> None:
+        """Advance notice: jobs' ends from a snapshot now and then, events over, what is due, drops seen."""
+        notices = self.notices
+        for eid in [d.event_id for d in notices.events.values()]:
+            run = self.runs.get(eid)
+            if run is None or run.state not in (*_WAITING, *_ACTIVE) or run.cancelled:
+                notices.event_over(eid)
+        if notices.wants_snapshot(now):
+            try:
+                snapshot = await self.scheduler.snapshot()
+            except AdapterError as exc:
+                log.warning("notices: cannot read the cluster for jobs' expected ends: %s", exc)
+            else:
+                self._last_snapshot = snapshot
+                notices.on_snapshot(snapshot, now, self.journal.jobs_with_open_commands())
+        await notices.on_reading(now, kw)
 
     def _metered(self, snapshot: ClusterSnapshot, now: datetime) -> ClusterSnapshot:
         """The snapshot with the site's measured power when the scheduler reports none and a reading is
@@ -192,14 +211,8 @@ class Engine(OperatorOverrides):
             self.journal.set_state(event.event_id, old.state, now, f"re-plan for modification {event.modification}")
         self.runs[event.event_id] = run
         drop = max(0.0, directive.baseline_kw - first.expected_kw)
-        notice = Notice(
-            notice_id=f"{event.event_id}/{event.modification}", created_at=now, drop_at=directive.ramp_start,
-            drop_kw=drop, reason=f"demand-response event {event.event_id}: {directive.reason}", event_id=event.event_id,
-        )
-        await self._emit("notice", event.event_id, {
-            "notice_id": notice.notice_id, "drop_at": notice.drop_at.isoformat(), "drop_kw": round(drop, 3),
-            "reason": notice.reason, "exact": True, "modified": modified,
-        })
+        latest = self.history.latest
+        await self.notices.on_plan(directive, first, now, latest[1] if latest else directive.baseline_kw)
         if run.state is EventState.PLANNED:
             await self._transition(run, EventState.NOTICED, f"notice: -{drop:.0f} kW at {directive.ramp_start.isoformat()}")
         self._wake.set()
@@ -298,6 +311,7 @@ class Engine(OperatorOverrides):
                             await self._emit("target_reached", run.event_id, facts)
                 active = [r for r in self.runs.values() if r.state in _ACTIVE]
                 await self._emit("power", "", self.out.power_facts(now, kw, target, active))
+                await self._notices_step(now, kw)
             await self.clock.sleep(self.settings.sample_interval_s)
 
     async def _control_loop(self) -> None:

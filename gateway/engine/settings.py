@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import DcflexConfig, PolicyConfig, SiteConfig
+from gateway.config.models import NoticesConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +21,11 @@ class EngineSettings:
     max_concurrency: int = 16
     restore_retry_s: float = 60.0
     max_shed_attempts: int = 2
+    notices: NoticesConfig = field(default_factory=NoticesConfig)
 
     @classmethod
     def from_config(cls, cfg: DcflexConfig, **overrides: object) -> EngineSettings:
-        base = cls(site=cfg.site, policy=cfg.policy, dry_run=cfg.scheduler.dry_run)
+        base = cls(site=cfg.site, policy=cfg.policy, dry_run=cfg.scheduler.dry_run, notices=cfg.notices)
         if not overrides:
             return base
         from dataclasses import replace

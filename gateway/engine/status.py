@@ -32,6 +32,7 @@ def status_of(engine: Engine) -> dict[str, object]:
             "done_actions": [r.action.key for r in actions if r.state == "done"],
             "failed_actions": [r.action.key for r in actions if r.state == "failed"],
             "shortfall_kw": run.shortfall_kw if run else None,
+            "notice_coverage": engine.notices.coverage(now, rec.event_id),
         })
     return {
         "now": now.isoformat(),
@@ -39,6 +40,11 @@ def status_of(engine: Engine) -> dict[str, object]:
         "target_kw": engine.effective_target(now),
         "dry_run": engine.settings.dry_run,
         "events": events,
+        "notices": {
+            "coverage_24h": engine.notices.coverage(now),
+            "announced": [{"notice_id": i, "drop_at": e.isoformat(), "first_sent": f.isoformat()}
+                          for i, (e, _, f) in sorted(engine.notices.sent.items())],
+        },
     }
 
 

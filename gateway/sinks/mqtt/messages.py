@@ -154,6 +154,8 @@ class RecordMapper:
                 notice_id=str(record.get("notice_id") or ""), drop_at=record["drop_at"],  # type: ignore[arg-type]
                 drop_kw=record["drop_kw"], reason=str(record.get("reason") or ""),  # type: ignore[arg-type]
                 exact=bool(record.get("exact", False)), modified=bool(record.get("modified", False)),
+                action=record.get("action") or "notice", source=str(record.get("source") or ""),  # type: ignore[arg-type]
+                drop_until=record.get("drop_until"), lead_s=record.get("lead_s"), seq=record.get("seq"),  # type: ignore[arg-type]
             )
             return OutMessage(self.topics.notices, model.model_dump_json())
         return None

@@ -92,6 +92,12 @@ class Notice(_Out):
     reason: str
     exact: bool = Field(description="true when the drop follows from commands the gateway will send, false for a forecast")
     modified: bool = Field(default=False, description="replaces an earlier notice with the same notice_id")
+    action: Literal["notice", "update", "cancel"] = Field(
+        default="notice", description="notice: announced (at a lead time); update: moved; cancel: will not happen")
+    source: str = Field(default="", description="what drops the load: event (the gateway's shed) or job (a job's end)")
+    drop_until: AwareDatetime | None = Field(default=None, description="the latest the drop is expected")
+    lead_s: float | None = Field(default=None, description="seconds from this message to drop_at")
+    seq: int | None = Field(default=None, description="1, 2, ... per notice_id: the latest wins")
 
 
 class OverrideReply(_Out):

@@ -1,0 +1,137 @@
+"""The notices' webhook against a real HTTP receiver on loopback: signed, in order, retried, alerted, kept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.clock import SystemClock
+from gateway.config.models import NoticesConfig
+from gateway.journal import Outbox
+from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
+
+SECRET = "s3cret-for-tests"
+
+
+@dataclass
+class Receiver:
+    """Checks each POST's signature as a grid operator's receiver would; answers ``status`` while set."""
+
+    url: str = ""
+    got: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    status: int = 200
+    attempts: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        body = await request.read()
+        ts = request.headers.get(TIMESTAMP_HEADER, "")
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        want = sign(SECRET.encode(), ts, body)
+        if not hmac.compare_digest(given, want) or abs(time.time() - int(ts or 0)) > 300:
+            self.bad.append(given)
+            return web.Response(status=401, text="bad signature")
+        if self.status != 200:
+            return web.Response(status=self.status, text="busy")
+        self.got.append(json.loads(body))
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/notices", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/notices"  # type: ignore[union-attr]
+    yield rec
+    await runner.cleanup()
+
+
+def notice(n: int, action: str = "notice") -> dict[str, object]:
+    return {"notice_id": "job:42", "action": action, "drop_at": "2026-11-26T15:00:00+00:00", "drop_kw": 120.5 + n,
+            "exact": False, "reason": "job 42 ends", "source": "job", "lead_s": 3600.0, "seq": n}
+
+
+async def wait_for(pred: Any, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def sink(tmp_path: Path, url: str, problems: list[tuple[str, str]], secret: str = SECRET,
+               retries: int = 2) -> AsyncIterator[WebhookSink]:
+    cfg = NoticesConfig(webhook_url=url, webhook_secret=secret, webhook_retries=retries, webhook_backoff_s=0.01,
+                        webhook_timeout_s=2.0)
+
+    async def problem(code: str, message: str) -> None:
+        problems.append((code, message))
+
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        s = WebhookSink(cfg, outbox, clock=SystemClock(), on_problem=problem, site="west")
+        task = asyncio.create_task(s.run())
+        try:
+            yield s
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_notices_arrive_signed_in_order_with_the_site(tmp_path: Path, receiver: Receiver) -> None:
+    problems: list[tuple[str, str]] = []
+    async with sink(tmp_path, receiver.url, problems) as s:
+        await s.emit("alert", {"code": "x"})  # only notices go to the webhook
+        for i in range(1, 4):
+            await s.emit("notice", notice(i, "update" if i > 1 else "notice"))
+        await wait_for(lambda: len(receiver.got) == 3)
+        assert [g["seq"] for g in receiver.got] == [1, 2, 3] and receiver.bad == []
+        assert receiver.got[0] | {"at": None} == {**notice(1), "site": "west", "at": None}
+        assert s.stats()["sent"] == 3 and s.stats()["pending"] == 0 and problems == []
+
+
+async def test_a_failing_receiver_gets_retries_then_an_alert_and_nothing_is_lost(tmp_path: Path, receiver: Receiver) -> None:
+    problems: list[tuple[str, str]] = []
+    receiver.status = 503
+    async with sink(tmp_path, receiver.url, problems) as s:
+        await s.emit("notice", notice(1))
+        await s.emit("notice", notice(2, "cancel"))
+        await wait_for(lambda: problems, within=5)
+        assert receiver.attempts >= 3  # the first try and two retries
+        code, message = problems[0]
+        assert code == "webhook_failed" and receiver.url in message and "HTTP 503" in message and "kept" in message
+        assert s.stats()["pending"] == 2
+        await wait_for(lambda: receiver.attempts >= 9, within=10)  # two more cycles of attempts ...
+        assert [c for c, _ in problems] == ["webhook_failed"]  # ... and still one alert for the outage
+        receiver.status = 200  # back: both arrive, in order
+        await wait_for(lambda: len(receiver.got) == 2, within=10)
+        assert [g["action"] for g in receiver.got] == ["notice", "cancel"]
+
+
+async def test_a_wrong_secret_is_refused_alerted_and_does_not_block_the_rest(tmp_path: Path, receiver: Receiver) -> None:
+    problems: list[tuple[str, str]] = []
+    async with sink(tmp_path, receiver.url, problems, secret="not-the-shared-one") as s:
+        await s.emit("notice", notice(1))
+        await wait_for(lambda: problems)
+        assert problems[0][0] == "webhook_refused" and "HTTP 401" in problems[0][1]
+        assert receiver.got == [] and len(receiver.bad) == 1 and s.stats()["pending"] == 0
+
+
+def test_the_config_demands_a_secret_with_a_webhook() -> None:
+    with pytest.raises(ValueError, match="webhook_secret is required"):
+        NoticesConfig(webhook_url="https://grid.example/hook")
