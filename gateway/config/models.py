@@ -307,6 +307,8 @@ class NoticesConfig(Section):
                                                                      "default half the threshold")
     update_min: PositiveFloat = Field(default=5.0, description="re-announce when the drop's time moves this far")
     snapshot_interval_s: PositiveFloat = Field(default=60.0, description="how often jobs' expected ends are re-read")
+    defer_drops: bool = Field(default=False, description="start an event's shed no sooner than the shortest lead "
+                                                         "time after its notice, when its ramp leaves room")
     webhook_url: str | None = Field(default=None, description="POST every notice here too (JSON, HMAC-signed)")
     webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key of the webhook's signature")
     webhook_retries: int = Field(default=5, ge=0, le=100)

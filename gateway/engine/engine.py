@@ -141,6 +141,28 @@ class Engine(OperatorOverrides):
             await self._accept(event, mapping.directive, mapping.decision, snapshot, now, modified=known is not None)
             return mapping.decision
 
+    def _deferred(self, directive: Directive, now: datetime) -> Directive:
+        """With ``notices.defer_drops``: the directive with its shed starting no sooner than the shortest
+        lead time from now (the notice goes out now), when that is still before the time the target is
+        due; otherwise unchanged. Only a drop large enough to need notice is deferred."""
+        cfg = self.settings.notices
+        target = directive.strictest_kw
+        if not (cfg.enabled and cfg.defer_drops) or target is None:
+            return directive
+        earliest = now + timedelta(minutes=min(cfg.lead_times_min))
+        latest = self.history.latest
+        need = directive.baseline_kw - target
+        if earliest <= directive.ramp_start or earliest > directive.target_by:
+            return directive
+        if need < self.notices.book.threshold_kw(latest[1] if latest else directive.baseline_kw):
+            return directive
+        lead = min(cfg.lead_times_min)
+        self.journal.log(directive.event_id, "deferred", now, {"ramp_start": directive.ramp_start.isoformat(),
+                                                               "deferred_to": earliest.isoformat()})
+        return replace(directive, ramp_start=earliest,
+                       reason=f"{directive.reason}; shed deferred to {earliest.isoformat(timespec='seconds')} so the "
+                              f"grid has {lead:g} min notice")
+
     async def _notices_step(self, now: datetime, kw: float) -> None:
         """Advance notice: jobs' ends from a snapshot now and then, events over, what is due, drops seen."""
         notices = self.notices
@@ -189,6 +211,7 @@ class Engine(OperatorOverrides):
         self, event: GridEvent, directive: Directive, decision: OptDecision, snapshot: ClusterSnapshot,
         now: datetime, *, modified: bool,
     ) -> None:
+        directive = self._deferred(directive, now)
         self.journal.save_event(
             event.event_id, event.modification, EventState.PLANNED, opt_in=True, reason=decision.reason,
             directive=directive, at=now, detail=directive.reason,

@@ -94,6 +94,7 @@ class NoticeService:
                                     "notice_id": seen.notice_id or None, "lead_s": round(seen.lead_s, 1),
                                     "covered": seen.covered}
         self.journal.log(event_id, "drop_observed", now, facts)
+        await self.emit("drop", event_id, facts)
         if not seen.notice_id:
             await self.emit("alert", event_id, {
                 "severity": "warning", "code": "unannounced_drop",

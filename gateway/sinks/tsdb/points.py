@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "ACTION",
+    "DROP",
     "EVENT",
     "IMPACT",
     "NOTICE",
@@ -50,6 +51,7 @@ SITE_POWER = "dcflex_site_power"
 ACTION = "dcflex_action"
 IMPACT = "dcflex_job_impact"
 NOTICE = "dcflex_notice"
+DROP = "dcflex_drop"
 
 #: ``state_code`` field of ``dcflex_event``: the lifecycle state as a number a graph can plot.
 STATE_CODES: dict[str, int] = {
@@ -219,7 +221,7 @@ class LineMapper:
         self._last_at_ms = 0
         self._builders: dict[str, Callable[[Mapping[str, object]], str | None]] = {
             "state": self._event, "action": self._action, "alert": self._alert, "impact": self._impact,
-            "notice": self._notice,
+            "notice": self._notice, "drop": self._drop,
         }
 
     def line(self, kind: str, payload: Mapping[str, object]) -> str | None:
@@ -358,12 +360,29 @@ class LineMapper:
         for name in ("exact", "modified"):
             if isinstance(b := get(name), bool):
                 parts.append(f"{name}={'true' if b else 'false'}")
-        if notice_id := _text(get("notice_id")):
-            parts.append(f'notice_id="{escape_string(notice_id)}"')
-        if reason := _text(get("reason")):
-            parts.append(f'reason="{escape_string(reason)}"')
+        for name in ("notice_id", "reason", "action", "source"):
+            if text := _text(get(name)):
+                parts.append(f'{name}="{escape_string(text)}"')
         key = (NOTICE, get("event_id"))
         series = self._series.get(key) or self._new_series(key, _NOTICE_TAGS)
+        return self._stamp(series, ",".join(parts), ms)
+
+    def _drop(self, p: Mapping[str, object]) -> str | None:
+        """A measured drop of the site's load: its kW and, as ``covered_kw``, the kW of it announced at least the
+        shortest lead time ahead (0 otherwise), so coverage over any window is sum(covered_kw) / sum(kw)."""
+        get = p.get
+        ms = self._ms(get("at"))
+        kw = _fv(get("kw"))
+        if kw is None:
+            return None
+        covered = get("covered") is True
+        parts = [f"kw={kw}", f"covered_kw={kw if covered else '0.0'}", f"covered={'true' if covered else 'false'}"]
+        if (lead := _fv(get("lead_s"))) is not None:
+            parts.append(f"lead_s={lead}")
+        if notice_id := _text(get("notice_id")):
+            parts.append(f'notice_id="{escape_string(notice_id)}"')
+        key = (DROP, get("event_id"))
+        series = self._series.get(key) or self._new_series(key, _DROP_TAGS)
         return self._stamp(series, ",".join(parts), ms)
 
 
@@ -372,3 +391,4 @@ _EVENT_TAGS = ("event_id", "state")
 _ACTION_TAGS = ("event_id", "job_id", "kind", "outcome", "scheduler", "tier")
 _IMPACT_TAGS = ("event_id", "job_id", "tier")
 _NOTICE_TAGS = ("event_id",)
+_DROP_TAGS = ("event_id",)

@@ -36,6 +36,18 @@ def jobs() -> list[SimJobSpec]:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with built(tmp_path) as r:
+        yield r
+
+
+@pytest.fixture
+async def deferring(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with built(tmp_path, defer_drops=True) as r:
+        yield r
+
+
+@contextlib.asynccontextmanager
+async def built(tmp_path: Path, **notices: object) -> AsyncIterator[Rig]:
     clock = ManualClock(T0)
     model = PowerModel()
     cluster = SimulatedCluster(clock, model, 16, 8, jobs(), seed=1, noise_kw=0.0)
@@ -43,7 +55,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     cfg = DcflexConfig.model_validate({
         "site": {"nodes": 16, "gpus_per_node": 8, "ramp_rate_kw_per_min": 4.0, "baseline_minutes": 10},
         "policy": {"replan_interval_s": 60.0, "tolerance_kw": 0.5, "replan_drift_kw": 3.0},
-        "notices": {"threshold_pct": 10.0, "lead_times_min": [60, 15], "snapshot_interval_s": 60},
+        "notices": {"threshold_pct": 10.0, "lead_times_min": [60, 15], "snapshot_interval_s": 60, **notices},
     })
 
     def make_engine() -> Engine:
@@ -168,3 +180,26 @@ async def test_small_drops_need_no_notice(rig: Rig) -> None:
     assert book.threshold_kw(200.0) == pytest.approx(20.0)  # 10 % of the site's load
     await rig.run_until(T0 + timedelta(seconds=END_S) - timedelta(minutes=30))
     assert {n["notice_id"] for n in rig.sink.of("notice")} == {"job:ends"}  # "flex" and the others run on
+
+
+async def test_a_drop_can_wait_for_its_notice_when_the_ramp_leaves_room(deferring: Rig) -> None:
+    rig = deferring
+    await rig.run_for(600)
+    now = rig.clock.now()
+    start = now + timedelta(minutes=30)  # its 20-minute ramp starts in 10 minutes: 10 minutes of notice, 15 wanted
+    await rig.engine.on_event(event(start=start, minutes=60, value=25.0, ramp_min=20.0))
+    n = notices(rig, "event:ev-1")[0]
+    assert _dt(n["drop_at"]) == now + timedelta(minutes=15) and n["lead_s"] == 900.0
+    deferred = [b for _, _, _, b in rig.engine.journal.log_entries("ev-1", ("deferred",))]
+    assert deferred == [{"ramp_start": (now + timedelta(minutes=10)).isoformat(),
+                         "deferred_to": (now + timedelta(minutes=15)).isoformat()}]
+    await rig.run_until(start + timedelta(minutes=40))
+    sheds = [r for r in rig.engine.journal.actions("ev-1") if r.action.kind.sheds]
+    assert sheds and min(r.action.at for r in sheds) >= now + timedelta(minutes=15)
+    assert rig.engine.journal.event("ev-1").directive.target_by == start  # type: ignore[union-attr]  # still due then
+    seen = [b for _, _, _, b in rig.engine.journal.log_entries(None, ("drop_observed",))]
+    assert seen and all(b["covered"] for b in seen), seen
+
+    # no room: an event due at once with no ramp is not deferred
+    await rig.engine.on_event(event("ev-2", start=rig.clock.now() + timedelta(minutes=1), minutes=30, value=10.0))
+    assert rig.engine.journal.log_entries("ev-2", ("deferred",)) == []

@@ -141,6 +141,21 @@ def test_impact_and_notice_points() -> None:
     assert (m, tags, ts) == ("dcflex_notice", {"event_id": "ev-1", "site": "dc 1"}, T0_MS)
     assert fields == {"drop_kw": 420.0, "lead_s": 900.0, "exact": True, "modified": False, "notice_id": "ev-1/0",
                       "reason": "demand-response event ev-1"}
+    update = {**notice, "action": "update", "source": "event"}
+    assert only(mapper.line("notice", update))[2] | {} == {**fields, "action": "update", "source": "event"}
+
+
+def test_drop_points_carry_the_covered_kw_coverage_is_summed_from() -> None:
+    mapper = LineMapper(site="dc 1")
+    covered = {"at": T0.isoformat(), "event_id": "ev-1", "kw": 120.5, "from_kw": 900.0, "notice_id": "event:ev-1",
+               "lead_s": 1800.0, "covered": True}
+    m, tags, fields, ts = only(mapper.line("drop", covered))
+    assert (m, tags, ts) == ("dcflex_drop", {"event_id": "ev-1", "site": "dc 1"}, T0_MS)
+    assert fields == {"kw": 120.5, "covered_kw": 120.5, "covered": True, "lead_s": 1800.0, "notice_id": "event:ev-1"}
+    bare = {"at": T0.isoformat(), "event_id": "", "kw": 80, "lead_s": 0.0, "covered": False, "notice_id": None}
+    _, tags, fields, _ = only(mapper.line("drop", bare))
+    assert tags == {"site": "dc 1"} and fields == {"kw": 80.0, "covered_kw": 0.0, "covered": False, "lead_s": 0.0}
+    assert mapper.line("drop", {"at": T0.isoformat(), "kw": "much"}) is None
 
 
 def test_field_types_never_change_and_bad_numbers_are_left_out() -> None:
