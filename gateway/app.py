@@ -127,7 +127,8 @@ class Gateway:
         self.acks = acks if acks is not None else CheckpointAcks()
         self.directives = directives if directives is not None else JobDirectives(clock)  # the Ray adapter writes to it
         self._scheduler = scheduler
-        self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw)
+        self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw,
+                       projections=self.engine.notices.projected if cfg.notices.enabled else None)
         self.engine.tell_vtn = self.ven.opt_out
         self.outbox = Outbox(cfg.journal.path)
         self.outputs = build_outputs(cfg, self.engine, self.outbox, clock)

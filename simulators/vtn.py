@@ -285,10 +285,24 @@ class ScriptedVtn:
         answer; afterwards an ``oadrCreateReport`` is sent on its next poll.
         """
         self._telemetry_wanted[ven_id] = granularity
+        self._request(ven_id, granularity, projected=False)
+
+    def request_projections(self, ven_id: str, granularity: timedelta) -> None:
+        """Ask the VEN for its Projected TELEMETRY_USAGE report (its announced load drops) every
+        ``granularity``; the values land in ``received_reports`` with source ``projected-drop-kw``.
+        Only once the VEN has registered its reports."""
+        if not self._request(ven_id, granularity, projected=True):
+            raise LookupError(f"{ven_id} offers no Projected report (registered yet?)")
+
+    def _request(self, ven_id: str, granularity: timedelta, *, projected: bool) -> bool:
         reports = self._server.registered_reports.get(ven_id, []) if self._server is not None else []
-        offered = [r for r in reports if r.get("report_name") == "TELEMETRY_USAGE"]
+
+        def is_projected(r: dict[str, Any]) -> bool:
+            return any(d.get("reading_type") == "Projected" for d in r.get("report_descriptions", []))
+
+        offered = [r for r in reports if r.get("report_name") == "TELEMETRY_USAGE" and is_projected(r) == projected]
         if not offered:
-            return
+            return False
         report = offered[-1]
         request_id = f"rr-{next(self._ids)}"
         payloads = [objects.SpecifierPayload(r_id=d["r_id"], reading_type=d.get("reading_type", "Direct Read"))
@@ -303,6 +317,7 @@ class ScriptedVtn:
             service.report_callbacks[(request_id, p.r_id)] = partial(self._on_report_values, ven_id, p.r_id)
         service.requested_reports.setdefault(ven_id, []).append(request)
         self.push_message(ven_id, "oadrCreateReport", {"report_requests": [request]})
+        return True
 
     # ------------------------------------------------------------------ waiting
 
@@ -361,8 +376,8 @@ class ScriptedVtn:
     async def _on_register_report(self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
                                   min_sampling_interval: timedelta, max_sampling_interval: timedelta) -> Any:
         wanted = self._telemetry_wanted.get(ven_id)
-        if wanted is None or measurement != "RealPower":
-            return None
+        if wanted is None or measurement != "RealPower" or resource_id.endswith("/projected"):
+            return None  # projections are asked for by ``request_projections``
         granularity = max(min_sampling_interval, min(wanted, max_sampling_interval))
         return partial(self._on_report_values, ven_id, resource_id), granularity
 

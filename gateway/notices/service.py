@@ -49,6 +49,8 @@ class NoticeService:
         self._jobs: list[Drop] = []
         self._jobs_at: datetime | None = None
         self.sent: dict[str, tuple[datetime, datetime, datetime]] = {}  # drop id → (earliest, latest, first sent)
+        self._projected: dict[str, tuple[datetime, float]] = {}  # notice id → (drop at, kW; 0 once withdrawn)
+        self._now: datetime | None = None
 
     # ---------------------------------------------------------------------------- inputs
 
@@ -82,6 +84,7 @@ class NoticeService:
         """Send what is due, and check the reading for a drop; the drop, if one completed."""
         if not self.cfg.enabled:
             return None
+        self._now = now
         drops = [*self.events.values(), *self._jobs]
         await self._send(self.book.step(now, drops, kw))
         threshold = self.book.threshold_kw(kw)
@@ -108,6 +111,7 @@ class NoticeService:
     async def _send(self, notes: list[NoticeOut]) -> None:
         for n in notes:
             d = n.drop
+            self._projected[n.notice_id] = (d.at, 0.0 if n.action == "cancel" else d.kw)
             if n.action == "cancel":
                 self.sent.pop(n.notice_id, None)
             else:
@@ -115,6 +119,15 @@ class NoticeService:
                 self.sent[n.notice_id] = (d.at, d.until, first)
             log.info("notice %s (%s): %.0f kW at %s, %s", n.notice_id, n.action, d.kw, d.at.isoformat(), d.reason)
             await self.emit("notice", d.event_id, n.facts())
+
+    def projected(self) -> list[tuple[datetime, float]]:
+        """Every drop announced and ahead, or passed within the hour, as (time, kW): withdrawn ones at 0 kW.
+        What the VEN's Projected report carries to the VTN (``gateway.ven.projections``)."""
+        if self._now is not None:
+            old = self._now - timedelta(hours=1)
+            for notice_id in [i for i, (at, _) in self._projected.items() if at < old]:
+                del self._projected[notice_id]
+        return sorted(self._projected.values())
 
     def coverage(self, now: datetime, event_id: str | None = None) -> dict[str, object]:
         """Share of the dropped kW announced at least the shortest lead time ahead: over the last day, or

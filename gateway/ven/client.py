@@ -56,6 +56,7 @@ from gateway.domain import OptDecision
 from gateway.exceptions import AdapterUnavailable, ConfigError, ProtocolError
 from gateway.ports import EventHandler
 from gateway.ven.opt import check_opt_target, send_opt_out
+from gateway.ven.projections import ProjectionSource, register_projection_report
 from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
 from gateway.ven.translate import event_identity, event_status, translate_event
 
@@ -149,17 +150,20 @@ class Ven:
     """The VEN: ``async with Ven(...)`` registers and polls until exit; ``run()`` is the service form.
 
     ``telemetry`` returns the site's power in kW (``None`` when unknown); with it, the VEN offers a
-    TELEMETRY_USAGE report the VTN may request.
+    TELEMETRY_USAGE report the VTN may request; with ``projections`` (the announced drops, as (time,
+    kW) pairs), a Projected one (``gateway.ven.projections``).
     """
 
     def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock,
-                 telemetry: Callable[[], float | None] | None = None, *, resync_every_polls: int = 6) -> None:
+                 telemetry: Callable[[], float | None] | None = None, *, resync_every_polls: int = 6,
+                 projections: ProjectionSource | None = None) -> None:
         if resync_every_polls < 0:
             raise ValueError("resync_every_polls must be >= 0 (0 disables the re-sync)")
         self._config = config
         self._handler = handler
         self._clock = clock
         self._sampler = TelemetrySampler(telemetry) if telemetry is not None else None
+        self._projections = projections
         self._resync_every = resync_every_polls
         self._client: _Client | None = None
         self._stopped = asyncio.Event()
@@ -190,7 +194,8 @@ class Ven:
         if self._client is not None:
             return
         try:
-            client = _Client(self._config, self._handler, self._clock, self._sampler, self._resync_every)
+            client = _Client(self._config, self._handler, self._clock, self._sampler, self._resync_every,
+                             self._projections)
         except OSError as err:  # openleadr reads the certificate and key files here
             raise ConfigError("ven", [("ven.cert / ven.key", f"cannot read: {err}")]) from err
         self._client = client
@@ -289,7 +294,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     client_session: aiohttp.ClientSession | None
 
     def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock, sampler: TelemetrySampler | None,
-                 resync_every_polls: int) -> None:
+                 resync_every_polls: int, projections: ProjectionSource | None = None) -> None:
         super().__init__(
             ven_name=config.ven_name, vtn_url=config.vtn_url, ven_id=config.ven_id,
             cert=_path(config.cert), key=_path(config.key), ca_file=_path(config.ca_file),
@@ -311,6 +316,8 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         self._empty_warned: set[str] = set()
         if sampler is not None:
             register_telemetry_report(self, sampler, config)
+        if projections is not None:
+            register_projection_report(self, projections, config)
 
     # ------------------------------------------------------------------ events
 

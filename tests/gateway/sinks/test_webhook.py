@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from gateway.clock import SystemClock
 from gateway.config.models import NoticesConfig
@@ -77,8 +78,8 @@ async def wait_for(pred: Any, within: float = 5.0) -> None:
 @contextlib.asynccontextmanager
 async def sink(tmp_path: Path, url: str, problems: list[tuple[str, str]], secret: str = SECRET,
                retries: int = 2) -> AsyncIterator[WebhookSink]:
-    cfg = NoticesConfig(webhook_url=url, webhook_secret=secret, webhook_retries=retries, webhook_backoff_s=0.01,
-                        webhook_timeout_s=2.0)
+    cfg = NoticesConfig(webhook_url=url, webhook_secret=SecretStr(secret), webhook_retries=retries,
+                        webhook_backoff_s=0.01, webhook_timeout_s=2.0)
 
     async def problem(code: str, message: str) -> None:
         problems.append((code, message))
