@@ -10,12 +10,14 @@ what it cost the jobs — from the journal alone, so it works after the fact and
   the target or below it. A hold minute with no reading counts as missed and is listed, so a gap
   in the record never flatters the figure.
 - **Impact**: the jobs' ``impact`` records (throughput kept, lost GPU-hours), summed per tier.
+- **Notices**: the drops the meter saw from the ramp start to the end of recovery (``drop_observed``)
+  and the share of their kW announced at least the shortest lead time ahead (notice coverage).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.config import SiteConfig
@@ -93,8 +95,19 @@ def build_report(journal: Journal, event_id: str, site: SiteConfig, tolerance_kw
         "commands_done": dict(actions),
         "alerts": dict(alerts),
         "impact": _impact(journal, event_id),
+        "notices": _notices(journal, d.ramp_start, d.recovery_end),
         "minutes": rows,
     }
+
+
+def _notices(journal: Journal, start: datetime, end: datetime) -> dict[str, Any]:
+    drops = [b for at, _, _, b in journal.log_entries(None, ("drop_observed",))
+             if start <= datetime.fromisoformat(at) <= end]
+    total = sum(float(b.get("kw") or 0.0) for b in drops)
+    covered = sum(float(b.get("kw") or 0.0) for b in drops if b.get("covered"))
+    return {"drops": len(drops), "dropped_kw": round(total, 3), "announced_kw": round(covered, 3),
+            "coverage": round(covered / total, 4) if total > 0 else None,
+            "unannounced": [b for b in drops if not b.get("notice_id")]}
 
 
 def _impact(journal: Journal, event_id: str) -> dict[str, Any]:
@@ -133,6 +146,11 @@ def render(report: dict[str, Any]) -> str:
     for tier, t in impact["per_tier"].items():
         lines.append(f"  {tier:<12} {t['jobs']:>4} job(s)  kept {t['mean_throughput_kept']:.1%}  "
                      f"lost {t['lost_gpu_hours']} GPU-h")
+    notices = report.get("notices")
+    if notices:
+        cover = "n/a" if notices["coverage"] is None else f"{notices['coverage']:.0%}"
+        lines.append(f"notices: {notices['drops']} drop(s) of {notices['dropped_kw']} kW measured, {cover} of it announced "
+                     f"ahead; {len(notices['unannounced'])} unannounced")
     lines.append(f"{'minute':<26} {'actual kW':>10} {'baseline':>10} {'target':>10} {'shed':>10}  met")
     for m in report["minutes"]:
         met = "" if m["met"] is None else ("yes" if m["met"] else "NO")

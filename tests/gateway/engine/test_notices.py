@@ -19,6 +19,7 @@ from gateway.domain import Tier
 from gateway.engine import Engine, EngineSettings
 from gateway.journal import Journal
 from gateway.power import PowerModel
+from gateway.report import build_report, render
 from simulators.cluster import SimJobSpec, SimulatedCluster
 from tests.gateway.engine.conftest import T0, Collect, Rig, event
 
@@ -199,6 +200,9 @@ async def test_a_drop_can_wait_for_its_notice_when_the_ramp_leaves_room(deferrin
     assert rig.engine.journal.event("ev-1").directive.target_by == start  # type: ignore[union-attr]  # still due then
     seen = [b for _, _, _, b in rig.engine.journal.log_entries(None, ("drop_observed",))]
     assert seen and all(b["covered"] for b in seen), seen
+    report = build_report(rig.engine.journal, "ev-1", rig.engine.settings.site, 0.5)
+    assert report["notices"]["coverage"] == 1.0 and report["notices"]["unannounced"] == []
+    assert "100% of it announced ahead; 0 unannounced" in render(report)
 
     # no room: an event due at once with no ramp is not deferred
     await rig.engine.on_event(event("ev-2", start=rig.clock.now() + timedelta(minutes=1), minutes=30, value=10.0))
