@@ -13,7 +13,9 @@ or the ``metadata`` of ``POST /api/jobs/``), all values strings as Ray requires:
 - ``dcflex.checkpoint_grace_s``: seconds the job needs to write a checkpoint once asked (0-3600); the
   gateway waits that long for its acknowledgement, then stops it anyway;
 - ``dcflex.restart_s``: seconds a resubmitted job needs to be back at work (0-3600);
-- ``dcflex.workload``: the name of its measured power curve (default: the job's name).
+- ``dcflex.workload``: the name of its measured power curve (default: the job's name);
+- ``dcflex.time_limit_s``: how long the job runs from its start (seconds, up to a year): its expected end,
+  which the gateway announces to the grid ahead when its load is large (``gateway.notices``).
 
 Resolution order for the tier (first answer wins): ``dcflex.tier``; the configured rules
 (``TiersConfig.rules``) whose ``label`` (``key=value``, exact, against the metadata) and ``name_pattern``
@@ -37,13 +39,15 @@ from adapters.ray.model import RayJob
 from gateway.config.models import TierRule, TiersConfig
 from gateway.domain import Job, JobState, Tier
 
-__all__ = ["KEY_GPUS", "KEY_GRACE", "KEY_RESTART", "KEY_RESUMABLE", "KEY_TIER", "KEY_WORKLOAD", "MAX_SECONDS",
+__all__ = ["KEY_GPUS", "KEY_GRACE", "KEY_RESTART", "KEY_RESUMABLE", "KEY_TIER", "KEY_TIME_LIMIT", "KEY_WORKLOAD", "MAX_SECONDS",
            "RayJobPolicy", "RayTierResolver", "job_name", "job_state", "to_domain"]
 
 log = logging.getLogger("dcflex.adapters.ray")
 
 KEY_TIER, KEY_GPUS, KEY_RESUMABLE = "dcflex.tier", "dcflex.gpus", "dcflex.resumable"
 KEY_GRACE, KEY_RESTART, KEY_WORKLOAD = "dcflex.checkpoint_grace_s", "dcflex.restart_s", "dcflex.workload"
+KEY_TIME_LIMIT = "dcflex.time_limit_s"
+MAX_TIME_LIMIT_S = 366 * 86400.0
 MAX_SECONDS = 3600.0
 MAX_GPUS = 1_000_000
 _TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off", ""})
@@ -61,6 +65,7 @@ class RayJobPolicy:
     restart_s: float | None = None
     workload: str = ""
     rule: str = "default"
+    time_limit_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,7 @@ class RayTierResolver:
             checkpoint_grace_s=self.default_grace_s if grace is None else grace,
             restart_s=self._number(jid, md, KEY_RESTART, 0.0, MAX_SECONDS),
             workload=md.get(KEY_WORKLOAD) or job_name(job), rule=rule,
+            time_limit_s=self._number(jid, md, KEY_TIME_LIMIT, 0.0, MAX_TIME_LIMIT_S),
         )
 
     def _by_rules(self, job: RayJob) -> tuple[Tier, str]:
@@ -197,10 +203,14 @@ def to_domain(job: RayJob, policy: RayJobPolicy, now: datetime, *, held: bool = 
     elapsed = 0.0
     if job.start_time is not None and state is not JobState.PENDING:
         elapsed = max(0.0, ((job.end_time if job.terminal and job.end_time else now) - job.start_time).total_seconds())
+    remaining = None
+    if policy.time_limit_s is not None and state is JobState.RUNNING:
+        remaining = max(0.0, policy.time_limit_s - elapsed)
     return Job(
         job_id=job.submission_id or job.driver_job_id or "?",
         tier=policy.tier,
         gpus=policy.gpus,
+        remaining_s=remaining,
         name=job_name(job),
         state=state,
         workload=policy.workload,

@@ -85,3 +85,14 @@ def test_resubmission_ids_are_stable_per_event_and_do_not_grow() -> None:
     assert first.startswith("train-a-dcflex-") and len(first) == len("train-a-dcflex-") + 8
     second = resubmission_id(first, "ev-2")
     assert second.startswith("train-a-dcflex-") and len(second) == len(first) and second != first
+
+
+def test_a_time_limit_in_the_metadata_gives_the_jobs_expected_end() -> None:
+    rj = job({"dcflex.tier": "flex-25", "dcflex.time_limit_s": "7200"})
+    elapsed = (NOW - rj.start_time).total_seconds()  # type: ignore[operator]
+    d = to_domain(rj, RayTierResolver(RULES).resolve(rj), NOW)
+    assert d.remaining_s == pytest.approx(max(0.0, 7200 - elapsed))
+    over = job({"dcflex.time_limit_s": "1"})
+    assert to_domain(over, RayTierResolver(RULES).resolve(over), NOW).remaining_s == 0.0  # overdue: due now
+    unknown = job({"dcflex.time_limit_s": "soon"})
+    assert to_domain(unknown, RayTierResolver(RULES).resolve(unknown), NOW).remaining_s is None
