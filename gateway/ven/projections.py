@@ -20,6 +20,7 @@ from typing import Any
 from openleadr import enums, objects
 
 from gateway.config.models import VenConfig
+from gateway.ven.reports import site_power_measurement
 
 __all__ = ["PROJECTED_R_ID", "PROJECTED_SPECIFIER_ID", "ProjectionSource", "projection_resource",
            "register_projection_report"]
@@ -55,14 +56,10 @@ def projection_resource(config: VenConfig) -> str:
 def register_projection_report(client: Any, source: ProjectionSource, config: VenConfig) -> None:
     """Offer the projected-drops report on ``client`` (an ``OpenADRClient``), before it registers."""
     granularity = timedelta(seconds=config.report_granularity_s)
-    measurement = objects.Measurement(
-        name="powerReal", description="RealPower", unit="W", acceptable_units=["W"], scale="k",
-        power_attributes=objects.PowerAttributes(hertz=60, voltage=480, ac=True),
-    )
     client.add_report(
         callback=_Projections(source),
         resource_id=projection_resource(config),
-        measurement=measurement,
+        measurement=site_power_measurement(),
         data_collection_mode="full",
         report_specifier_id=PROJECTED_SPECIFIER_ID,
         r_id=PROJECTED_R_ID,

@@ -26,7 +26,8 @@ from openleadr import enums, objects, utils
 
 from gateway.config.models import VenConfig
 
-__all__ = ["TELEMETRY_R_ID", "TELEMETRY_SPECIFIER_ID", "TelemetrySampler", "drain_report_queue", "register_telemetry_report"]
+__all__ = ["TELEMETRY_R_ID", "TELEMETRY_SPECIFIER_ID", "TelemetrySampler", "drain_report_queue", "register_telemetry_report",
+           "site_power_measurement"]
 
 logger = logging.getLogger("dcflex.ven")
 
@@ -64,6 +65,14 @@ class TelemetrySampler:
         return self._latest if self._latest is not None else []
 
 
+def site_power_measurement() -> Any:
+    """The site's real power in kW, as both reports (measured and projected) describe it."""
+    return objects.Measurement(
+        name="powerReal", description="RealPower", unit="W", acceptable_units=["W"], scale="k",
+        power_attributes=objects.PowerAttributes(hertz=60, voltage=480, ac=True),
+    )
+
+
 def register_telemetry_report(client: Any, sampler: TelemetrySampler, config: VenConfig) -> None:
     """Offer TELEMETRY_USAGE (site kW) on ``client`` (an ``OpenADRClient``), before it registers.
 
@@ -71,10 +80,7 @@ def register_telemetry_report(client: Any, sampler: TelemetrySampler, config: Ve
     gateway samples) up to an hour.
     """
     granularity = timedelta(seconds=config.report_granularity_s)
-    measurement = objects.Measurement(
-        name="powerReal", description="RealPower", unit="W", acceptable_units=["W"], scale="k",
-        power_attributes=objects.PowerAttributes(hertz=60, voltage=480, ac=True),
-    )
+    measurement = site_power_measurement()
     client.add_report(
         callback=sampler,
         resource_id=config.ven_name,

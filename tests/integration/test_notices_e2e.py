@@ -12,8 +12,6 @@ Needs Mosquitto from ``scripts/services.sh up``.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,18 +21,17 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from aiohttp import web
 
 from gateway.app import Gateway, power_model
 from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import Tier
 from gateway.sinks.mqtt.payloads import Notice
-from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from gateway.ven.projections import PROJECTED_R_ID
 from simulators.cluster import SimJobSpec, SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from tests.services import HINT, service_env
+from tests.webhook_receiver import Receiver, receiving
 
 pytestmark = pytest.mark.integration
 
@@ -51,39 +48,13 @@ async def until(what: str, pred: Callable[[], object], within: float) -> None:
         await asyncio.sleep(0.1)
 
 
-class Hook:
-    """A grid operator's webhook receiver: keeps what verifies, counts what does not."""
-
-    def __init__(self) -> None:
-        self.got: list[dict[str, Any]] = []
-        self.bad = 0
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        ts = request.headers.get(TIMESTAMP_HEADER, "")
-        if not hmac.compare_digest(request.headers.get(SIGNATURE_HEADER, ""), sign(SECRET.encode(), ts, body)):
-            self.bad += 1
-            return web.Response(status=401)
-        self.got.append(json.loads(body))
-        return web.Response(status=204)
-
-
 @pytest.fixture
-async def hook() -> AsyncIterator[Hook]:
-    h = Hook()
-    app = web.Application()
-    app.router.add_post("/hook", h.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    h.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
-    yield h
-    await runner.cleanup()
+async def hook() -> AsyncIterator[Receiver]:
+    async with receiving(SECRET) as rec:
+        yield rec
 
 
-async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(tmp_path: Path, hook: Hook) -> None:
+async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(tmp_path: Path, hook: Receiver) -> None:
     host, port = service_env("DCFLEX_TEST_MQTT_HOST"), int(service_env("DCFLEX_TEST_MQTT_PORT"))
     prefix, site_id = f"dcflex-n{uuid.uuid4().hex[:6]}", "west"
     topic = f"{prefix}/{site_id}/notices"
@@ -136,7 +107,7 @@ async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(
             await until("the same two on MQTT", lambda: len([n for n in mqtt_got if mine(n)]) >= 2, 10)
             hooked = [n for n in hook.got if mine(n)]
             mqtt = [n for n in mqtt_got if mine(n)]
-            assert hook.bad == 0
+            assert hook.bad == []
             assert [(n["seq"], n["action"]) for n in hooked[:2]] == [(1, "notice"), (2, "notice")]
             assert [(n.seq, n.action, n.drop_at, n.drop_kw, n.exact, n.source) for n in mqtt[:2]] == [
                 (n["seq"], n["action"], datetime.fromisoformat(n["drop_at"]), n["drop_kw"], n["exact"], n["source"])

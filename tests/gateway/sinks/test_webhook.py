@@ -4,63 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from pydantic import SecretStr
 
 from gateway.clock import SystemClock
 from gateway.config.models import NoticesConfig
 from gateway.journal import Outbox
-from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
+from gateway.sinks.webhook import WebhookSink
+from tests.webhook_receiver import Receiver, receiving
 
 SECRET = "s3cret-for-tests"
 
 
-@dataclass
-class Receiver:
-    """Checks each POST's signature as a grid operator's receiver would; answers ``status`` while set."""
-
-    url: str = ""
-    got: list[dict[str, Any]] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)
-    status: int = 200
-    attempts: int = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.attempts += 1
-        body = await request.read()
-        ts = request.headers.get(TIMESTAMP_HEADER, "")
-        given = request.headers.get(SIGNATURE_HEADER, "")
-        want = sign(SECRET.encode(), ts, body)
-        if not hmac.compare_digest(given, want) or abs(time.time() - int(ts or 0)) > 300:
-            self.bad.append(given)
-            return web.Response(status=401, text="bad signature")
-        if self.status != 200:
-            return web.Response(status=self.status, text="busy")
-        self.got.append(json.loads(body))
-        return web.Response(status=204)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/notices", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/notices"  # type: ignore[union-attr]
-    yield rec
-    await runner.cleanup()
+    async with receiving(SECRET) as rec:
+        yield rec
 
 
 def notice(n: int, action: str = "notice") -> dict[str, object]:
