@@ -50,6 +50,8 @@ from aiohttp.web_exceptions import NotAppKeyWarning
 from openleadr import OpenADRServer, errors, objects, utils
 from openleadr.service import OptService
 
+from gateway.ven.projections import PROJECTED_R_ID, notice_r_id
+
 __all__ = ["POWER_KW", "OptResponse", "ReportReading", "ScriptedVtn", "VenOpt", "VenResponse"]
 
 _T = TypeVar("_T")
@@ -119,6 +121,7 @@ class ScriptedVtn:
         self._event_ven: dict[str, str] = {}
         self._outbox: dict[str, deque[tuple[str, dict[str, Any]]]] = {}
         self._telemetry_wanted: dict[str, timedelta] = {}
+        self._projections_wanted: dict[str, timedelta] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self.registered_ven_ids: list[str] = []
@@ -289,8 +292,11 @@ class ScriptedVtn:
 
     def request_projections(self, ven_id: str, granularity: timedelta) -> None:
         """Ask the VEN for its Projected TELEMETRY_USAGE report (its announced load drops) every
-        ``granularity``; the values land in ``received_reports`` with source ``projected-drop-kw``.
-        Only once the VEN has registered its reports."""
+        ``granularity``; the values land in ``received_reports`` with source ``projected-drop-kw`` (all
+        drops) or ``drop:<notice id>`` (one).
+        Only once the VEN has registered its reports; the data points it registers later (one per new
+        notice, ``drop:<notice id>``) are asked for as they come."""
+        self._projections_wanted[ven_id] = granularity
         if not self._request(ven_id, granularity, projected=True):
             raise LookupError(f"{ven_id} offers no Projected report (registered yet?)")
 
@@ -375,9 +381,17 @@ class ScriptedVtn:
 
     async def _on_register_report(self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
                                   min_sampling_interval: timedelta, max_sampling_interval: timedelta) -> Any:
+        if "/projected" in resource_id:  # the VEN's Projected report: one data point per notice, and the sum
+            wanted = self._projections_wanted.get(ven_id)
+            if wanted is None:
+                return None
+            notice_id = resource_id.split("/projected", 1)[1].lstrip("/")
+            source = notice_r_id(notice_id) if notice_id else PROJECTED_R_ID
+            return partial(self._on_report_values, ven_id, source), max(min_sampling_interval,
+                                                                        min(wanted, max_sampling_interval))
         wanted = self._telemetry_wanted.get(ven_id)
-        if wanted is None or measurement != "RealPower" or resource_id.endswith("/projected"):
-            return None  # projections are asked for by ``request_projections``
+        if wanted is None or measurement != "RealPower":
+            return None
         granularity = max(min_sampling_interval, min(wanted, max_sampling_interval))
         return partial(self._on_report_values, ven_id, resource_id), granularity
 

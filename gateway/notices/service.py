@@ -120,14 +120,14 @@ class NoticeService:
             log.info("notice %s (%s): %.0f kW at %s, %s", n.notice_id, n.action, d.kw, d.at.isoformat(), d.reason)
             await self.emit("notice", d.event_id, n.facts())
 
-    def projected(self) -> list[tuple[datetime, float]]:
-        """Every drop announced and ahead, or passed within the hour, as (time, kW): withdrawn ones at 0 kW.
-        What the VEN's Projected report carries to the VTN (``gateway.ven.projections``)."""
+    def projected(self) -> dict[str, tuple[datetime, float]]:
+        """Every drop announced and ahead, or passed within the hour, by notice id: (time, kW), withdrawn
+        ones at 0 kW. What the VEN's Projected report carries to the VTN (``gateway.ven.projections``)."""
         if self._now is not None:
             old = self._now - timedelta(hours=1)
             for notice_id in [i for i, (at, _) in self._projected.items() if at < old]:
                 del self._projected[notice_id]
-        return sorted(self._projected.values())
+        return dict(self._projected)
 
     def coverage(self, now: datetime, event_id: str | None = None) -> dict[str, object]:
         """Share of the dropped kW announced at least the shortest lead time ahead: over the last day, or

@@ -56,7 +56,7 @@ from gateway.domain import OptDecision
 from gateway.exceptions import AdapterUnavailable, ConfigError, ProtocolError
 from gateway.ports import EventHandler
 from gateway.ven.opt import check_opt_target, send_opt_out
-from gateway.ven.projections import ProjectionSource, register_projection_report
+from gateway.ven.projections import ProjectedReport, ProjectionSource
 from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
 from gateway.ven.translate import event_identity, event_status, translate_event
 
@@ -316,8 +316,9 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         self._empty_warned: set[str] = set()
         if sampler is not None:
             register_telemetry_report(self, sampler, config)
-        if projections is not None:
-            register_projection_report(self, projections, config)
+        self._projected = ProjectedReport(projections, config) if projections is not None else None
+        if self._projected is not None:
+            self._projected.offer(self)
 
     # ------------------------------------------------------------------ events
 
@@ -437,6 +438,8 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     async def _poll_once(self) -> None:
         try:
             self._polls += 1
+            if self._projected is not None and self.registration_id is not None:
+                await self._projected.sync(self)  # a new notice: its data point, registered again
             for _ in range(MAX_MESSAGES_PER_POLL):
                 result = await self.poll()
                 if not isinstance(result, tuple) or len(result) != 2 or result[0] in (None, "oadrResponse"):

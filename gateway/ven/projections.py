@@ -1,19 +1,23 @@
 """The advance notices as an OpenADR 2.0b report: projected drops of the site's load, for the VTN.
 
-The VEN offers a second report at registration, ``TELEMETRY_USAGE`` with reading type ``Projected``
-(report type ``demand``, one data point ``projected-drop-kw``, kW), collected in openleadr's ``full``
-mode: each time the VTN's requested granularity comes round, the VEN sends every drop announced and
-still ahead (or passed within the last hour) as one interval at the drop's time, its value the kW that
-will drop — 0 for a notice withdrawn since (the VTN sees the cancellation), and one 0 kW interval at
-the report's time when nothing is announced (a report without intervals is malformed). OpenADR report intervals
-carry a time and a value only, so the notice id is not in them: a drop is the interval at its time,
-and the same drop's id, reason and updates are on MQTT and the webhook (``notices``).
+The VEN offers a ``TELEMETRY_USAGE`` report with reading type ``Projected`` (report type ``demand``, kW,
+collected in openleadr's ``full`` mode). Its data points:
+
+- ``projected-drop-kw`` (resource ``<ven_name>/projected``): every drop announced and still ahead (or
+  passed within the hour), one interval at the drop's time with the kW that will drop — 0 for a notice
+  withdrawn since — and one 0 kW interval at the report's time when nothing is announced (a report
+  without intervals is malformed);
+- one per notice, ``drop:<notice id>`` (resource ``<ven_name>/projected/<notice id>``): that drop alone.
+  OpenADR report intervals carry a time and a value, no id, so the notice id travels as the data point:
+  when a new notice goes out, the VEN adds its data point and registers the report again
+  (``oadrRegisterReport``), and the VTN may then ask for it. A withdrawn notice's data point reports
+  0 kW at its time; the same id, size and time are on MQTT and the webhook.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,53 +26,93 @@ from openleadr import enums, objects
 from gateway.config.models import VenConfig
 from gateway.ven.reports import site_power_measurement
 
-__all__ = ["PROJECTED_R_ID", "PROJECTED_SPECIFIER_ID", "ProjectionSource", "projection_resource",
-           "register_projection_report"]
+__all__ = ["PROJECTED_R_ID", "PROJECTED_SPECIFIER_ID", "ProjectedReport", "ProjectionSource", "notice_r_id",
+           "projection_resource"]
+
+log = logging.getLogger("dcflex.ven")
 
 PROJECTED_SPECIFIER_ID = "dcflex-projected-drops"
 PROJECTED_R_ID = "projected-drop-kw"
-ProjectionSource = Callable[[], Sequence[tuple[datetime, float]]]
+ProjectionSource = Callable[[], Mapping[str, tuple[datetime, float]]]
+"""Every notice id announced (and not yet an hour past) → (drop time, kW; 0 once withdrawn)."""
 
 
-class _Projections:
-    """openleadr's ``full``-mode callback: the drops now, whatever window it asks about (a projection
-    is about the future; the window is the past)."""
+def projection_resource(config: VenConfig, notice_id: str = "") -> str:
+    """The resource id of a data point: the VEN's name with ``/projected`` (and ``/<notice id>``), so a VTN
+    that keys reports by resource tells projections from the same VEN's measured TELEMETRY_USAGE."""
+    return f"{config.ven_name}/projected" + (f"/{notice_id}" if notice_id else "")
 
-    def __init__(self, source: ProjectionSource) -> None:
+
+def notice_r_id(notice_id: str) -> str:
+    return f"drop:{notice_id}"
+
+
+class _Values:
+    """openleadr's ``full``-mode callback for one data point: the drops now, whatever window it asks about
+    (a projection is about the future; the window is the past)."""
+
+    def __init__(self, source: ProjectionSource, notice_id: str | None) -> None:
         self._source = source
+        self._notice_id = notice_id
 
     def __call__(self, date_from: datetime, date_to: datetime, sampling_interval: timedelta) -> list[tuple[datetime, float]]:
         try:
-            got = [(at, float(kw)) for at, kw in self._source()]
+            drops = self._source()
+            if self._notice_id is None:
+                got = sorted((at, float(kw)) for at, kw in drops.values())
+            else:
+                one = drops.get(self._notice_id)
+                got = [(one[0], float(one[1]))] if one is not None else []
         except Exception:  # a broken source must not stop the VEN's report worker
-            logging.getLogger("dcflex.ven").exception("projected drops unavailable; sending none this cycle")
+            log.exception("projected drops unavailable; sending none this cycle")
             got = []
-        # a report without intervals is malformed (openleadr's VTN fails on it): "no drop" is 0 kW now
         return got or [(date_to, 0.0)]
 
 
-def projection_resource(config: VenConfig) -> str:
-    """The report's resource id: the VEN's name with ``/projected``, so a VTN that keys reports by resource
-    tells the projection from the same VEN's measured TELEMETRY_USAGE."""
-    return f"{config.ven_name}/projected"
+class ProjectedReport:
+    """The Projected report of one VEN (see the module docstring): offered before registration
+    (``offer``), grown by a data point per new notice and registered again (``sync``, each poll)."""
 
+    def __init__(self, source: ProjectionSource, config: VenConfig) -> None:
+        self.source = source
+        self.config = config
+        self.known: set[str] = set()
 
-def register_projection_report(client: Any, source: ProjectionSource, config: VenConfig) -> None:
-    """Offer the projected-drops report on ``client`` (an ``OpenADRClient``), before it registers."""
-    granularity = timedelta(seconds=config.report_granularity_s)
-    client.add_report(
-        callback=_Projections(source),
-        resource_id=projection_resource(config),
-        measurement=site_power_measurement(),
-        data_collection_mode="full",
-        report_specifier_id=PROJECTED_SPECIFIER_ID,
-        r_id=PROJECTED_R_ID,
-        report_name=enums.REPORT_NAME.TELEMETRY_USAGE,
-        reading_type=enums.READING_TYPE.PROJECTED,
-        report_type=enums.REPORT_TYPE.DEMAND,
-        report_duration=timedelta(hours=24),
-        sampling_rate=objects.SamplingRate(min_period=granularity, max_period=max(granularity, timedelta(hours=1)),
-                                           on_change=False),
-        unit="W",
-        scale="k",
-    )
+    def offer(self, client: Any) -> None:
+        self._add(client, PROJECTED_R_ID, projection_resource(self.config), None)
+
+    async def sync(self, client: Any) -> bool:
+        """Add the data points of notices not offered yet and register the report again; True if it did."""
+        try:
+            fresh = sorted(set(self.source()) - self.known)
+        except Exception:
+            log.exception("projected drops unavailable; the report is not re-registered this time")
+            return False
+        if not fresh:
+            return False
+        for notice_id in fresh:
+            self._add(client, notice_r_id(notice_id), projection_resource(self.config, notice_id), notice_id)
+            self.known.add(notice_id)
+        report = next(r for r in client.reports if r.report_specifier_id == PROJECTED_SPECIFIER_ID)
+        await client.register_reports([report])
+        log.info("Projected report registered again with the data point(s) of %s", ", ".join(fresh))
+        return True
+
+    def _add(self, client: Any, r_id: str, resource_id: str, notice_id: str | None) -> None:
+        granularity = timedelta(seconds=self.config.report_granularity_s)
+        client.add_report(
+            callback=_Values(self.source, notice_id),
+            resource_id=resource_id,
+            measurement=site_power_measurement(),
+            data_collection_mode="full",
+            report_specifier_id=PROJECTED_SPECIFIER_ID,
+            r_id=r_id,
+            report_name=enums.REPORT_NAME.TELEMETRY_USAGE,
+            reading_type=enums.READING_TYPE.PROJECTED,
+            report_type=enums.REPORT_TYPE.DEMAND,
+            report_duration=timedelta(hours=24),
+            sampling_rate=objects.SamplingRate(min_period=granularity,
+                                               max_period=max(granularity, timedelta(hours=1)), on_change=False),
+            unit="W",
+            scale="k",
+        )

@@ -3,7 +3,8 @@
 A real ``Gateway`` on the wall clock with the simulated scheduler (no noise; four long critical jobs) and a
 job submitted to end about 45 s later; lead times of 30 s and 12 s. The same notices (id, sequence, drop time and size) must reach
 the real Mosquitto's ``…/notices`` topic, a webhook receiver on loopback that checks every signature,
-and the real openleadr VTN as a Projected report it asked for; when the job ends on time the drop is
+and the real openleadr VTN as a Projected report it asked for (the drop in the report's sum, and under a data
+point named after the notice, which the VEN registers when the notice goes out); when the job ends on time the drop is
 counted as announced (coverage 1.0 in ``/status``).
 
 Needs Mosquitto from ``scripts/services.sh up``.
@@ -27,7 +28,7 @@ from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import Tier
 from gateway.sinks.mqtt.payloads import Notice
-from gateway.ven.projections import PROJECTED_R_ID
+from gateway.ven.projections import PROJECTED_R_ID, notice_r_id
 from simulators.cluster import SimJobSpec, SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from tests.services import HINT, service_env
@@ -123,6 +124,13 @@ async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(
             await until("the drop in a Projected report", projected, 15)
             seen = projected()[-1]
             assert abs((seen.at - drop_at).total_seconds()) < 1.0 and abs(seen.value - drop_kw) < 1e-3, seen
+            # and under its own data point, named after the notice (the VEN registered the report again for it)
+            def by_id() -> list[Any]:
+                return [r for r in vtn.received_reports if r.source == notice_r_id("job:ending") and r.value > 0]
+
+            await until("the notice's own data point", by_id, 15)
+            own = by_id()[-1]
+            assert abs((own.at - drop_at).total_seconds()) < 1.0 and abs(own.value - drop_kw) < 1e-3, own
 
             # the job ends on time: the measured fall was announced ahead, coverage 1.0
             await until("the drop to be measured", lambda: gateway.journal.log_entries(None, ("drop_observed",)),
