@@ -155,6 +155,12 @@ async def test_an_events_shed_is_announced_when_planned_and_ramps_within_the_lim
         minute = int((r.action.at - start).total_seconds() // 60)
         by_minute[minute] = by_minute.get(minute, 0.0) + abs(r.action.delta_kw)
     assert max(by_minute.values()) <= rate + biggest + 1e-6, by_minute
+    # and as measured: from one minute's mean power to the next, no step beyond the rate and one command
+    # (the simulated site has no noise; no job ends in this window)
+    minutes = rig.engine.journal.power.minutes(start - timedelta(minutes=2), start + timedelta(minutes=58))
+    steps = [abs(b[1] - a[1]) for a, b in zip(minutes, minutes[1:], strict=False)]
+    assert len(minutes) >= 55 and max(steps) <= rate + biggest + 1e-6, steps
+    assert sum(steps) > 2 * rate  # it did shed and restore
     # the shed was announced: its measured drop(s) count as covered, none alerted
     assert all(a["code"] != "unannounced_drop" for a in rig.sink.of("alert"))
 
