@@ -178,7 +178,7 @@ class Engine(OperatorOverrides):
             else:
                 self._last_snapshot = snapshot
                 notices.on_snapshot(snapshot, now, self.journal.jobs_with_open_commands())
-        await notices.on_reading(now, kw)
+        await notices.on_reading(now, kw, self._commanded_at)
 
     def _metered(self, snapshot: ClusterSnapshot, now: datetime) -> ClusterSnapshot:
         """The snapshot with the site's measured power when the scheduler reports none and a reading is

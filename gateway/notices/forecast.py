@@ -31,12 +31,14 @@ class Drop:
 
 
 def event_drop(directive: Directive, plan: Plan) -> Drop:
-    """A demand-response event's shed: from its ramp start until its target time, baseline minus what the
-    plan expects (the gateway will send those commands itself: exact)."""
+    """A demand-response event's shed: from its ramp start, baseline minus what the plan expects (the
+    gateway will send those commands itself: exact). It may come until the event ends (a slow ramp, a
+    re-plan after drift), so ``until`` is the event's end; the watch counts a fall then as this shed only
+    when the gateway's own commands had just run."""
     kw = max(0.0, directive.baseline_kw - plan.expected_kw)
     return Drop(f"event:{directive.event_id}", directive.ramp_start, kw, True,
                 f"demand-response event {directive.event_id}: {directive.reason}", "event",
-                max(directive.target_by, directive.ramp_start), directive.event_id)
+                max(directive.end, directive.ramp_start), directive.event_id)
 
 
 def job_drops(snapshot: ClusterSnapshot, model: PowerModel, now: datetime, horizon_s: float,

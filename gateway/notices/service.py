@@ -80,16 +80,17 @@ class NoticeService:
         at the next reading."""
         self.events.pop(f"event:{event_id}", None)
 
-    async def on_reading(self, now: datetime, kw: float) -> ObservedDrop | None:
-        """Send what is due, and check the reading for a drop; the drop, if one completed."""
+    async def on_reading(self, now: datetime, kw: float, commanded_at: datetime | None = None) -> ObservedDrop | None:
+        """Send what is due, and check the reading for a drop; the drop, if one completed. ``commanded_at``:
+        when the gateway's own commands last returned (a fall soon after is its shed)."""
         if not self.cfg.enabled:
             return None
         self._now = now
         drops = [*self.events.values(), *self._jobs]
         await self._send(self.book.step(now, drops, kw))
         threshold = self.book.threshold_kw(kw)
-        announced = [(i, e, u, f) for i, (e, u, f) in self.sent.items()]
-        seen = self.watch.observe(now, kw, threshold, announced)
+        announced = [(i, e, u, f, i.startswith("event:")) for i, (e, u, f) in self.sent.items()]
+        seen = self.watch.observe(now, kw, threshold, announced, commanded_at)
         if seen is None:
             return None
         event_id = next((d.event_id for d in self.events.values() if d.drop_id == seen.notice_id), "")

@@ -2,8 +2,10 @@
 
 The site's load is compared with its highest reading over the last ``window_s``: a fall of more than the
 notice threshold is a drop. It was announced when a notice about a drop due around then (its time, up to
-its latest time ``until``) went out at least ``lead_s`` before (the shortest lead time). One drop is
-counted once: after it, the reference starts again from the new level.
+its latest time ``until``) went out at least ``lead_s`` before (the shortest lead time); a drop of the
+gateway's own (an event's shed, ``own``) explains a fall only when the gateway's commands ran within the
+window, so a job that crashes during an event is still caught. One drop is counted once: after it, the
+reference starts again from the new level.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from datetime import datetime, timedelta
 
 __all__ = ["DropWatch", "ObservedDrop"]
 
-# (drop id, earliest, latest, first announced at) of every drop announced and not cancelled
-Announced = tuple[str, datetime, datetime, datetime]
+# (drop id, earliest, latest, first announced at, the gateway's own shed) of every drop announced and not cancelled
+Announced = tuple[str, datetime, datetime, datetime, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +38,10 @@ class DropWatch:
         self.grace_s = grace_s
         self._readings: deque[tuple[datetime, float]] = deque()
 
-    def observe(self, at: datetime, kw: float, threshold_kw: float, announced: Iterable[Announced]) -> ObservedDrop | None:
-        """Take one reading; the drop it completes, if any."""
+    def observe(self, at: datetime, kw: float, threshold_kw: float, announced: Iterable[Announced],
+                commanded_at: datetime | None = None) -> ObservedDrop | None:
+        """Take one reading; the drop it completes, if any. ``commanded_at``: when the gateway's commands
+        last returned."""
         r = self._readings
         while r and (at - r[0][0]).total_seconds() > self.window_s:
             r.popleft()
@@ -50,7 +54,10 @@ class DropWatch:
         r.append((at, kw))
         grace = timedelta(seconds=self.grace_s)
         best: tuple[str, float] | None = None
-        for drop_id, earliest, latest, first in announced:
+        own_recent = commanded_at is not None and (at - commanded_at).total_seconds() <= self.window_s
+        for drop_id, earliest, latest, first, own in announced:
+            if own and not own_recent:
+                continue
             if earliest - grace <= at <= latest + grace:
                 lead = max(0.0, (earliest - first).total_seconds())
                 if best is None or lead > best[1]:

@@ -213,3 +213,15 @@ async def test_a_drop_can_wait_for_its_notice_when_the_ramp_leaves_room(deferrin
     # no room: an event due at once with no ramp is not deferred
     await rig.engine.on_event(event("ev-2", start=rig.clock.now() + timedelta(minutes=1), minutes=30, value=10.0))
     assert rig.engine.journal.log_entries("ev-2", ("deferred",)) == []
+
+
+async def test_a_crash_during_an_event_is_not_taken_for_its_announced_shed(rig: Rig) -> None:
+    await rig.run_for(600)
+    start = rig.clock.now() + timedelta(minutes=20)
+    await rig.engine.on_event(event(start=start, minutes=60, value=15.0))
+    await rig.run_until(start + timedelta(minutes=25))  # shed done long ago: the event holds
+    assert not [a for a in rig.sink.of("alert") if a["code"] == "unannounced_drop"]
+    rig.cluster.crash("victim")
+    await rig.run_for(90)
+    alerts = [a for a in rig.sink.of("alert") if a["code"] == "unannounced_drop"]
+    assert len(alerts) == 1 and alerts[0]["notice_id"] is None, alerts
