@@ -5,6 +5,7 @@ crash-like drop alerted; coverage counted."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -158,7 +159,7 @@ async def test_an_events_shed_is_announced_when_planned_and_ramps_within_the_lim
     # and as measured: from one minute's mean power to the next, no step beyond the rate and one command
     # (the simulated site has no noise; no job ends in this window)
     minutes = rig.engine.journal.power.minutes(start - timedelta(minutes=2), start + timedelta(minutes=58))
-    steps = [abs(b[1] - a[1]) for a, b in zip(minutes, minutes[1:], strict=False)]
+    steps = [abs(b[1] - a[1]) for a, b in itertools.pairwise(minutes)]
     assert len(minutes) >= 55 and max(steps) <= rate + biggest + 1e-6, steps
     assert sum(steps) > 2 * rate  # it did shed and restore
     # the shed was announced: its measured drop(s) count as covered, none alerted
