@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from gateway.config import SiteConfig
@@ -43,3 +44,20 @@ def site_context(site: SiteConfig, journal: Journal, history: PowerHistory, mode
         basis = "no measured power yet: the " + ("metered" if metered else "modelled") + " load now"
     journal.log(event.event_id, "baseline", now, {"kw": round(measured, 3), "basis": basis})
     return SiteContext(baseline_kw=measured, flexible_kw=flexible, floor_kw=max(0.0, measured - flexible))
+
+
+def metered(snapshot: ClusterSnapshot, latest: tuple[datetime, float] | None, now: datetime, sample_interval_s: float,
+            commanded_at: datetime | None) -> ClusterSnapshot:
+    """The snapshot with the site's measured power when the scheduler reports none and a reading is
+    fresh: a scheduler that lists no nodes (Ray) cannot model the idle GPUs and the rest of the site,
+    and the meter's figure is what the target is judged against. A reading taken before the last
+    commands returned (``commanded_at``) is not used: it still counts load they removed, and the
+    snapshot, read just now, does not (the model decides until the next reading; the drift check
+    re-plans on it)."""
+    if snapshot.site_kw is not None or latest is None:
+        return snapshot
+    if (now - latest[0]).total_seconds() > 2.0 * sample_interval_s + 1.0:
+        return snapshot
+    if commanded_at is not None and latest[0] <= commanded_at:
+        return snapshot
+    return replace(snapshot, site_kw=latest[1])

@@ -30,7 +30,7 @@ from gateway.domain import (
     OptDecision,
     Plan,
 )
-from gateway.engine.context import site_context
+from gateway.engine.context import metered, site_context
 from gateway.engine.executor import Executor
 from gateway.engine.outputs import Outputs
 from gateway.engine.overrides import OPERATOR_OUT, OperatorOverrides, VtnOptOut
@@ -40,6 +40,7 @@ from gateway.engine.settings import EngineSettings
 from gateway.engine.status import plan_facts, status_of
 from gateway.exceptions import AdapterError, DcflexError
 from gateway.journal import Journal
+from gateway.notices.defer import deferred
 from gateway.notices.service import NoticeService
 from gateway.planner import PlannerPolicy, plan
 from gateway.policy import map_event
@@ -142,26 +143,14 @@ class Engine(OperatorOverrides):
             return mapping.decision
 
     def _deferred(self, directive: Directive, now: datetime) -> Directive:
-        """With ``notices.defer_drops``: the directive with its shed starting no sooner than the shortest
-        lead time from now (the notice goes out now), when that is still before the time the target is
-        due; otherwise unchanged. Only a drop large enough to need notice is deferred."""
-        cfg = self.settings.notices
-        target = directive.strictest_kw
-        if not (cfg.enabled and cfg.defer_drops) or target is None:
-            return directive
-        earliest = now + timedelta(minutes=min(cfg.lead_times_min))
+        """``notices.defer_drops``: the shed waits for its notice's lead time when the event allows it."""
         latest = self.history.latest
-        need = directive.baseline_kw - target
-        if earliest <= directive.ramp_start or earliest > directive.target_by:
-            return directive
-        if need < self.notices.book.threshold_kw(latest[1] if latest else directive.baseline_kw):
-            return directive
-        lead = min(cfg.lead_times_min)
-        self.journal.log(directive.event_id, "deferred", now, {"ramp_start": directive.ramp_start.isoformat(),
-                                                               "deferred_to": earliest.isoformat()})
-        return replace(directive, ramp_start=earliest,
-                       reason=f"{directive.reason}; shed deferred to {earliest.isoformat(timespec='seconds')} so the "
-                              f"grid has {lead:g} min notice")
+        threshold = self.notices.book.threshold_kw(latest[1] if latest else directive.baseline_kw)
+        later = deferred(directive, now, self.settings.notices, threshold)
+        if later is not directive:
+            self.journal.log(directive.event_id, "deferred", now, {"ramp_start": directive.ramp_start.isoformat(),
+                                                                   "deferred_to": later.ramp_start.isoformat()})
+        return later
 
     async def _notices_step(self, now: datetime, kw: float) -> None:
         """Advance notice: jobs' ends from a snapshot now and then, events over, what is due, drops seen."""
@@ -181,19 +170,7 @@ class Engine(OperatorOverrides):
         await notices.on_reading(now, kw, self._commanded_at)
 
     def _metered(self, snapshot: ClusterSnapshot, now: datetime) -> ClusterSnapshot:
-        """The snapshot with the site's measured power when the scheduler reports none and a reading is
-        fresh: a scheduler that lists no nodes (Ray) cannot model the idle GPUs and the rest of the site,
-        and the meter's figure is what the target is judged against. A reading taken before the last
-        commands returned is not used: it still counts load they removed, and the snapshot, read just now,
-        does not (the model decides until the next reading; the drift check re-plans on it)."""
-        latest = self.history.latest
-        if snapshot.site_kw is not None or latest is None:
-            return snapshot
-        if (now - latest[0]).total_seconds() > 2.0 * self.settings.sample_interval_s + 1.0:
-            return snapshot
-        if self._commanded_at is not None and latest[0] <= self._commanded_at:
-            return snapshot
-        return replace(snapshot, site_kw=latest[1])
+        return metered(snapshot, self.history.latest, now, self.settings.sample_interval_s, self._commanded_at)
 
     async def _record_opt_out(self, event: GridEvent, reason: str, now: datetime) -> None:
         log.warning("opting out of event %s (mod %d): %s", event.event_id, event.modification, reason)
