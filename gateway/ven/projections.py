@@ -10,7 +10,8 @@ collected in openleadr's ``full`` mode). Its data points:
 - one per notice, ``drop:<notice id>`` (resource ``<ven_name>/projected/<notice id>``): that drop alone.
   OpenADR report intervals carry a time and a value, no id, so the notice id travels as the data point:
   when a new notice goes out, the VEN adds its data point and registers the report again
-  (``oadrRegisterReport``), and the VTN may then ask for it. A withdrawn notice's data point reports
+  (``oadrRegisterReport``), and the VTN may then ask for it (a request the new one covers is dropped,
+  so values are not sent twice). A withdrawn notice's data point reports
   0 kW at its time; the same id, size and time are on MQTT and the webhook.
 """
 
@@ -27,7 +28,7 @@ from gateway.config.models import VenConfig
 from gateway.ven.reports import site_power_measurement
 
 __all__ = ["PROJECTED_R_ID", "PROJECTED_SPECIFIER_ID", "ProjectedReport", "ProjectionSource", "notice_r_id",
-           "projection_resource"]
+           "projection_resource", "prune_requests"]
 
 log = logging.getLogger("dcflex.ven")
 
@@ -83,6 +84,7 @@ class ProjectedReport:
 
     async def sync(self, client: Any) -> bool:
         """Add the data points of notices not offered yet and register the report again; True if it did."""
+        prune_requests(client)
         try:
             fresh = sorted(set(self.source()) - self.known)
         except Exception:
@@ -116,3 +118,17 @@ class ProjectedReport:
             unit="W",
             scale="k",
         )
+
+
+def prune_requests(client: Any) -> int:
+    """Drop the VTN's requests for this report that a newer one covers (asked again after a re-registration:
+    each would otherwise keep sending the same values), keeping the newest; how many were dropped."""
+    mine = [r for r in client.report_requests if r.get("report_specifier_id") == PROJECTED_SPECIFIER_ID]
+    dropped = 0
+    for i, old in enumerate(mine):
+        if any(set(old.get("r_ids") or ()) <= set(new.get("r_ids") or ()) for new in mine[i + 1:]):
+            if old.get("job") is not None:
+                old["job"].remove()
+            client.report_requests.remove(old)
+            dropped += 1
+    return dropped

@@ -28,7 +28,7 @@ from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import Tier
 from gateway.sinks.mqtt.payloads import Notice
-from gateway.ven.projections import PROJECTED_R_ID, notice_r_id
+from gateway.ven.projections import PROJECTED_R_ID, PROJECTED_SPECIFIER_ID, notice_r_id
 from simulators.cluster import SimJobSpec, SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from tests.services import HINT, service_env
@@ -131,6 +131,10 @@ async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(
             await until("the notice's own data point", by_id, 15)
             own = by_id()[-1]
             assert abs((own.at - drop_at).total_seconds()) < 1.0 and abs(own.value - drop_kw) < 1e-3, own
+            client = gateway.ven._client
+            assert client is not None
+            asked = [r for r in client.report_requests if r["report_specifier_id"] == PROJECTED_SPECIFIER_ID]
+            assert len(asked) == 1, asked  # asked again after the re-registration: the older request is gone
 
             # the job ends on time: the measured fall was announced ahead, coverage 1.0
             await until("the drop to be measured", lambda: gateway.journal.log_entries(None, ("drop_observed",)),
