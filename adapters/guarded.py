@@ -62,5 +62,8 @@ class GuardedScheduler:
     def describe(self, action: Action) -> list[str]:
         return self.inner.describe(action)
 
+    def prepare(self, actions: Sequence[Action]) -> None:
+        self.inner.prepare(actions)
+
     def recall(self, memory: Recall) -> None:
         self.inner.recall(memory)

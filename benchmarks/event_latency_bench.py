@@ -19,6 +19,7 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ class FirstCommand:
 
     def describe(self, action: Action) -> list[str]:
         return self.inner.describe(action)
+
+    def prepare(self, actions: Sequence[Action]) -> None:
+        self.inner.prepare(actions)
 
     def recall(self, memory: Recall) -> None:
         self.inner.recall(memory)

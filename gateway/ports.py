@@ -7,7 +7,7 @@ source implements ``PowerMeter``; the VEN hands events to an ``EventHandler``; o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +47,13 @@ class SchedulerPort(Protocol):
     async def snapshot(self) -> ClusterSnapshot: ...
 
     async def apply(self, action: Action) -> Facts | None: ...
+
+    def prepare(self, actions: Sequence[Action]) -> None:
+        """Told of a batch of commands just before they are applied (some concurrently, some waiting for a
+        free slot): a scheduler whose commands wait on the job (a checkpoint to be written) may start every
+        such wait now, so the batch takes as long as the slowest job, not the sum of waves. Must not fail:
+        ``apply`` does the work either way."""
+        ...
 
     def describe(self, action: Action) -> list[str]: ...
 

@@ -14,7 +14,7 @@ measured outcome differ only by what the plan could not know: jobs ending, arriv
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -112,6 +112,9 @@ class SimulatedCluster:
     async def read_kw(self) -> float:
         self._advance()
         return self._measured()
+
+    def prepare(self, actions: Sequence[Action]) -> None:
+        """Nothing to start early: the simulated cluster carries out each command when it is applied."""
 
     def recall(self, memory: Recall) -> None:
         """Nothing to learn: the simulated cluster reports each job's state and power limit itself."""

@@ -35,7 +35,7 @@ import logging
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -186,6 +186,16 @@ class RayAdapter:
                 facts = await self._handlers[kind](action)
             self._done.add(action.key)
             return facts
+
+    def prepare(self, actions: Sequence[Action]) -> None:
+        """Ask every job a batch will checkpoint-then-stop to checkpoint now (from the last snapshot's view of
+        it), so all write their checkpoints at once while the commands wait for free slots; each command then
+        waits only for what is left of its job's grace."""
+        for a in actions:
+            if a.kind is ActionKind.CHECKPOINT_STOP and a.key not in self._done:
+                job = self.jobs.get(a.job_id)
+                if job is not None:
+                    self.levers.ask_ahead(a, job)
 
     def recall(self, memory: Recall) -> None:
         """After a restart: the jobs stopped and waiting for their resubmission (with the checkpoint each

@@ -216,6 +216,21 @@ class RayLevers:
                 return job
             await self.clock.sleep(0.5)
 
+    def ask_ahead(self, a: Action, job: RayJob) -> None:
+        """Ask ``job`` to checkpoint for ``a`` now, as ``checkpoint_stop`` would (it then finds the request
+        armed and waits only for the rest of the grace); nothing for a job that is not running, not
+        resumable, or already asked for this action."""
+        armed = self._armed.get(a.job_id)
+        if self.directives is None or job.status != "RUNNING" or (armed is not None and armed[0] == a.key):
+            return
+        policy = self.resolver.resolve(job)
+        if not policy.resumable:
+            return
+        if self.acks is not None:
+            self.acks.clear(a.job_id)
+        self.directives.request_checkpoint(a.job_id, event_id=event_of(a.key), grace_s=policy.checkpoint_grace_s)
+        self._armed[a.job_id] = (a.key, self.clock.now())
+
     def _ack(self, job_id: str, event: str) -> Ack | None:
         ack = self.acks.get(job_id) if self.acks is not None else None
         return ack if ack is not None and ack.event_id in ("", event) else None

@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import shlex
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from adapters.slurm.checkpoint import AckWaiter, CheckpointRecord
 from adapters.slurm.commands import SlurmCommands, event_of
@@ -135,6 +135,10 @@ class SlurmAdapter:
                     self.reader.touched(action.job_id)
             self._done.add(action.key)
             return facts
+
+    def prepare(self, actions: Sequence[Action]) -> None:
+        """Nothing started early: a Slurm job is asked to checkpoint by a command (a signal), sent when its
+        own command runs."""
 
     def recall(self, memory: Recall) -> None:
         """Slurm does not report GPU power limits: after a restart, the ones the journal says dcflex set

@@ -47,6 +47,8 @@ class Executor:
         """Send ``actions`` concurrently (bounded); ``undo_of`` maps an undo's key to what it reverses."""
         if not actions:
             return []
+        if not self._dry_run:
+            self._scheduler.prepare(actions)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._one(owner, a, tuple(undo_of.get(a.key, ())))) for a in actions]
         return [t.result() for t in tasks]

@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -255,6 +255,9 @@ class OwnJobs:
 
     def describe(self, action: Action) -> list[str]:
         return self.adapter.describe(action)
+
+    def prepare(self, actions: Sequence[Action]) -> None:
+        self.adapter.prepare(actions)
 
     def recall(self, memory: Recall) -> None:
         self.adapter.recall(memory)

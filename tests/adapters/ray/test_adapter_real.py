@@ -315,6 +315,24 @@ async def test_a_ray_train_job_checkpoints_through_the_helper_and_resumes_from_i
     assert f"worker start at step {saved} from {path}\n" in logs, logs[-2000:]
 
 
+async def test_a_batch_of_stops_asks_every_job_at_once(site: Site) -> None:
+    wd = await site.client.upload_working_dir(site.workdir)
+    md = {"dcflex.tier": "preemptible", "dcflex.resumable": "true", "dcflex.checkpoint_grace_s": "30"}
+    sids = [f"{RUN}-batch-{i}" for i in range(2)]
+    for sid in sids:
+        await site.ray.submit(train_spec(site, sid, "train.py", md, wd))
+    for sid in sids:
+        await site.running(sid, "start at step 0")
+    await site.ray.snapshot()
+    stops = [site.action(ActionKind.CHECKPOINT_STOP, sid) for sid in sids]
+    site.ray.prepare(stops)  # what the executor does before running a batch
+    assert all(site.directives.get(sid) is not None for sid in sids)  # both asked before either command runs
+    await until("both acknowledgements", lambda: asyncio.sleep(0, all(site.acks.get(s) for s in sids)), within=20)
+    for stop in stops:  # the commands then only stop: the checkpoints are written already
+        facts = await site.ray.apply(stop)
+        assert facts is not None and facts["acknowledged"] is True and facts["checkpoint_path"]
+
+
 async def test_a_job_that_never_acknowledges_is_stopped_after_its_grace(site: Site) -> None:
     wd = await site.client.upload_working_dir(site.workdir)
     sid = f"{RUN}-silent"
