@@ -5,7 +5,7 @@ Re-exported here so the rest of the code imports ``gateway.domain`` and not its 
 
 from gateway.domain.events import EventState, GridEvent, Interval, OptDecision, Signal, SignalKind
 from gateway.domain.jobs import ClusterSnapshot, Job, JobState, Node, Tier
-from gateway.domain.plan import Action, ActionKind, Directive, Notice, Plan, Segment, Shortfall
+from gateway.domain.plan import Action, ActionKind, Directive, Plan, Segment, Shortfall
 
 __all__ = [
     "Action",
@@ -18,7 +18,6 @@ __all__ = [
     "Job",
     "JobState",
     "Node",
-    "Notice",
     "OptDecision",
     "Plan",
     "Segment",

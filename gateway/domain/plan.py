@@ -1,4 +1,4 @@
-"""Directives (what the grid asks), plans and actions (what the gateway will do), notices."""
+"""Directives (what the grid asks), plans and actions (what the gateway will do); notices are gateway.notices."""
 
 from __future__ import annotations
 
@@ -193,21 +193,3 @@ class Plan:
     def __post_init__(self) -> None:
         aware("plan.created_at", self.created_at)
         finite("plan.expected_kw", self.expected_kw, lo=0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Advance notice that site load will drop by ``drop_kw`` at ``drop_at``, and why."""
-
-    notice_id: str
-    created_at: datetime
-    drop_at: datetime
-    drop_kw: float
-    reason: str
-    exact: bool = True
-    event_id: str = ""
-
-    def __post_init__(self) -> None:
-        aware("notice.created_at", self.created_at)
-        aware("notice.drop_at", self.drop_at)
-        finite("notice.drop_kw", self.drop_kw, lo=0.0)

@@ -139,7 +139,7 @@ class Engine(OperatorOverrides):
             if not mapping.decision.opt_in or mapping.directive is None:
                 await self._record_opt_out(event, mapping.decision.reason, now)
                 return mapping.decision
-            await self._accept(event, mapping.directive, mapping.decision, snapshot, now, modified=known is not None)
+            await self._accept(event, mapping.directive, mapping.decision, snapshot, now)
             return mapping.decision
 
     def _deferred(self, directive: Directive, now: datetime) -> Directive:
@@ -186,7 +186,7 @@ class Engine(OperatorOverrides):
 
     async def _accept(
         self, event: GridEvent, directive: Directive, decision: OptDecision, snapshot: ClusterSnapshot,
-        now: datetime, *, modified: bool,
+        now: datetime,
     ) -> None:
         directive = self._deferred(directive, now)
         self.journal.save_event(
