@@ -226,3 +226,14 @@ async def test_a_crash_during_an_event_is_not_taken_for_its_announced_shed(rig: 
     await rig.run_for(90)
     alerts = [a for a in rig.sink.of("alert") if a["code"] == "unannounced_drop"]
     assert len(alerts) == 1 and alerts[0]["notice_id"] is None, alerts
+
+
+async def test_a_job_cancelled_before_its_announced_end_withdraws_the_notice_and_is_alerted(rig: Rig) -> None:
+    end = T0 + timedelta(seconds=END_S)
+    await rig.run_until(end - timedelta(minutes=50))
+    assert [n["action"] for n in notices(rig, "job:ends")] == ["notice"]
+    rig.cluster.crash("ends")  # scancel: it ends now, 50 minutes early
+    await rig.run_for(120)
+    assert [n["action"] for n in notices(rig, "job:ends")] == ["notice", "cancel"]
+    alerts = [a for a in rig.sink.of("alert") if a["code"] == "unannounced_drop"]
+    assert len(alerts) == 1  # the drop came, but not when announced
