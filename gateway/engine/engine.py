@@ -160,12 +160,14 @@ class Engine(OperatorOverrides):
             if run is None or run.state not in (*_WAITING, *_ACTIVE) or run.cancelled:
                 notices.event_over(eid)
         if notices.wants_snapshot(now):
-            try:
-                snapshot = await self.scheduler.snapshot()
-            except AdapterError as exc:
-                log.warning("notices: cannot read the cluster for jobs' expected ends: %s", exc)
-            else:
-                self._last_snapshot = snapshot
+            snapshot = self._last_snapshot  # a re-plan's read is fresh enough: no second one
+            if snapshot is None or (now - snapshot.at).total_seconds() >= notices.cfg.snapshot_interval_s:
+                try:
+                    snapshot = self._last_snapshot = await self.scheduler.snapshot()
+                except AdapterError as exc:
+                    log.warning("notices: cannot read the cluster for jobs' expected ends: %s", exc)
+                    snapshot = None
+            if snapshot is not None:
                 notices.on_snapshot(snapshot, now, self.journal.jobs_with_open_commands())
         await notices.on_reading(now, kw, self._commanded_at)
 

@@ -55,6 +55,7 @@ from gateway.domain import Action, ActionKind, ClusterSnapshot, EventState, Tier
 from gateway.ports import Facts, Recall
 from gateway.power.meter import ModelledMeter
 from simulators.vtn import ScriptedVtn
+from tests.adapters.ray.apps import serve_app
 from tests.adapters.ray.holds import placement_groups, release_holds
 from tests.services import HINT, service_env
 
@@ -115,18 +116,7 @@ CRITICAL_MD = {**FLEX_MD, "dcflex.tier": "critical", "job_name": "toy-critical"}
 SILENT_MD = {**FLEX_MD, "dcflex.checkpoint_grace_s": f"{GRACE_SILENT:g}"}
 FINISHED_MD = {**FLEX_MD, "dcflex.gpus": "8"}  # a large job that ended before the event, as Ray keeps listing it
 CHAT = f"{RUN}-chat"
-SERVE_APP = '''\
-from ray import serve
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.05})
-class Model:
-    def __call__(self, request):
-        return "ok"
-
-
-app = Model.bind()
-'''
+SERVE_APP = serve_app("Model", 0.05)
 
 
 # ------------------------------------------------------------------------------------ plumbing

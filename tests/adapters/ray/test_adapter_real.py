@@ -38,6 +38,7 @@ from gateway.domain import Action, ActionKind, JobState, Tier
 from gateway.exceptions import CommandFailed
 from gateway.planner import plan
 from gateway.ports import Recall
+from tests.adapters.ray.apps import serve_app
 from tests.adapters.ray.holds import placement_groups, release_holds
 from tests.gateway.planner import NOW, directive, policy
 from tests.services import HINT, service_env
@@ -118,18 +119,7 @@ trainer = DataParallelTrainer(loop, scaling_config=ScalingConfig(num_workers=1, 
 trainer.fit()
 '''
 
-ECHO = '''\
-from ray import serve
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.1})
-class Echo:
-    def __call__(self, request):
-        return "ok"
-
-
-app = Echo.bind()
-'''
+ECHO = serve_app("Echo", 0.1)
 
 
 async def until(what: str, probe: Callable[[], Awaitable[T | None]], within: float = 30.0) -> T:
