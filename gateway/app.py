@@ -20,7 +20,8 @@ from gateway.engine import Engine, EngineSettings
 from gateway.exceptions import ConfigError
 from gateway.journal import Journal, Outbox
 from gateway.outputs import build_outputs
-from gateway.ports import PowerMeter, SchedulerPort, ServiceSink, Sink
+from gateway.planner import plan
+from gateway.ports import Planner, PowerMeter, SchedulerPort, ServiceSink, Sink
 from gateway.power import PowerModel
 from gateway.power.meter import ModelledMeter
 from gateway.power.site import site_power_model
@@ -109,6 +110,8 @@ class Gateway:
         guard: bool = True,
         acks: CheckpointAcks | None = None,
         directives: JobDirectives | None = None,
+        planner: Planner = plan,
+        relax: bool = True,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -116,12 +119,13 @@ class Gateway:
         port: SchedulerPort = scheduler
         if guard:
             port = GuardedScheduler(scheduler, timeout_s=cfg.scheduler.command_timeout_s, retries=cfg.scheduler.retries)
-        overrides: dict[str, object] = {"sample_interval_s": sample_interval_s}
+        overrides: dict[str, object] = {"sample_interval_s": sample_interval_s, "relax": relax}
         if dry_run is not None:
             overrides["dry_run"] = dry_run
         self.engine = Engine(
             scheduler=port, meter=meter, journal=self.journal, clock=clock,
             settings=EngineSettings.from_config(cfg, **overrides), model=model or power_model(cfg), sinks=sinks,
+            planner=planner,
         )
         # ``is None``, not ``or``: an empty store is falsy, and a second one would split jobs from the adapter
         self.acks = acks if acks is not None else CheckpointAcks()

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
-from gateway.domain import Action, ClusterSnapshot, GridEvent, OptDecision
+from gateway.domain import Action, ClusterSnapshot, Directive, GridEvent, OptDecision, Plan
+
+if TYPE_CHECKING:
+    from gateway.planner import PlannerPolicy
 
 Facts = Mapping[str, object]
 """What an adapter reports about a command it carried out, beyond success: e.g. for a checkpoint-then-stop
@@ -62,6 +66,15 @@ class SchedulerPort(Protocol):
         read them back (Slurm's power limits, a Ray job's acknowledged checkpoint, a Serve deployment's
         size before the gateway scaled it) takes them as its own memory again; one that reads them (the
         simulated cluster) has nothing to learn."""
+        ...
+
+
+class Planner(Protocol):
+    """What chooses an event's commands: ``gateway.planner.plan`` in production; the replay simulator swaps in
+    simpler strategies (pause by priority, one cap for all, pause everything) to compare against it. Pure:
+    equal inputs give equal plans, and it never touches a critical job."""
+
+    def __call__(self, directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPolicy, now: datetime) -> Plan:
         ...
 
 

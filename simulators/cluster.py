@@ -26,7 +26,7 @@ from gateway.ports import Recall
 from gateway.power import PowerModel
 from simulators._simcore import ADAPTER, Arrivals, SimCore, SimJob, SimJobSpec
 
-__all__ = ["Arrivals", "CommandRecord", "JobReport", "SimJobSpec", "SimulatedCluster"]
+__all__ = ["Arrivals", "CommandRecord", "JobLedger", "JobReport", "SimJobSpec", "SimulatedCluster"]
 
 _T = TypeVar("_T")
 _LIVE = (JobState.RUNNING, JobState.SUSPENDED, JobState.CHECKPOINTING, JobState.RESTARTING)
@@ -58,6 +58,21 @@ class JobReport:
     throughput_kept: float
     lost_gpu_hours: float
     touched: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobLedger:
+    """One job's work accounts at an instant (seconds): done, run (started and not completed: working,
+    paused, checkpointing or restarting), lost (run but not done, incl. work redone), and still to do as
+    the scheduler reports it (``remaining_s``)."""
+
+    job_id: str
+    tier: Tier
+    gpus: int
+    progress_s: float
+    elapsed_s: float
+    lost_s: float
+    remaining_s: float
 
 
 class SimulatedCluster:
@@ -95,6 +110,7 @@ class SimulatedCluster:
         self._noise_kw = noise_kw
         self._commands: list[CommandRecord] = []
         self._done_keys: set[str] = set()
+        self._keys_by_job: dict[str, dict[str, bool]] = {}  # job → its done keys (and whether each sheds)
         self._fails: list[tuple[ActionKind, str | None, AdapterError | type[AdapterError]]] = []
         self._hangs: list[tuple[ActionKind, str | None, float]] = []
         for spec in jobs:
@@ -164,6 +180,13 @@ class SimulatedCluster:
         self._advance()
         changed, nodes, watts = self._do(action)
         self._done_keys.add(action.key)
+        if action.job_id:  # a command undone may be sent again (a re-plan after a give-back): forget its key
+            mine = self._keys_by_job.setdefault(action.job_id, {})
+            for key, sheds in list(mine.items()):
+                if sheds != action.kind.sheds:
+                    self._done_keys.discard(key)
+                    del mine[key]
+            mine[action.key] = action.kind.sheds
         if changed:
             if action.job_id in self._core.jobs:
                 self._core.jobs[action.job_id].touched += 1
@@ -230,6 +253,16 @@ class SimulatedCluster:
                       lost_gpu_hours=j.lost * j.spec.gpus / 3600.0, touched=j.touched)
             for j in self._core.jobs.values()
         )
+
+    def ledger(self) -> dict[str, JobLedger]:
+        """Every job's work accounts now: the replay simulator takes the difference of two ledgers to get
+        each job's throughput over a window."""
+        self._advance()
+        out = {}
+        for jid, j in self._core.jobs.items():
+            remaining = self._core.value(j).remaining_s if j.state is not JobState.COMPLETED else 0.0
+            out[jid] = JobLedger(jid, j.spec.tier, j.spec.gpus, j.progress, j.elapsed, j.lost, remaining or 0.0)
+        return out
 
     # ----------------------------------------------------------------- levers
 

@@ -44,7 +44,7 @@ from gateway.notices.defer import deferred
 from gateway.notices.service import NoticeService
 from gateway.planner import PlannerPolicy, plan
 from gateway.policy import map_event
-from gateway.ports import PowerMeter, Recall, SchedulerPort, Sink
+from gateway.ports import Planner, PowerMeter, Recall, SchedulerPort, Sink
 from gateway.power import PowerModel
 from gateway.power.history import PowerHistory
 from gateway.power.site import site_power_model
@@ -69,8 +69,10 @@ class Engine(OperatorOverrides):
         settings: EngineSettings,
         model: PowerModel | None = None,
         sinks: Sequence[Sink] = (),
+        planner: Planner = plan,
     ) -> None:
         self.scheduler = scheduler
+        self.planner = planner
         self.meter = meter
         self.journal = journal
         self.clock = clock
@@ -199,7 +201,7 @@ class Engine(OperatorOverrides):
             "opt", event.event_id,
             {"opt": "optIn", "reason": decision.reason, "modification": event.modification, "directive": directive.reason},
         )
-        first = plan(directive, self._metered(snapshot, now), self.planner_policy, now)
+        first = self.planner(directive, self._metered(snapshot, now), self.planner_policy, now)
         await self._emit("plan", event.event_id, plan_facts(first))
         old = self.runs.get(event.event_id)
         run = Run(directive=directive, state=EventState.PLANNED, first_plan=first)
@@ -390,7 +392,7 @@ class Engine(OperatorOverrides):
     async def _check_drift(self, run: Run, now: datetime) -> None:
         """Re-plan when measured power drifts above target or the set of running jobs changed
         (jobs ended or started); give back commands when the site sits well below target."""
-        if run.pending or run.needs_plan:
+        if run.pending or run.needs_plan or run.undos:  # commands (or give-backs) still to land: wait for them
             return
         latest = self.history.latest
         target = self.effective_target(now)
@@ -401,7 +403,7 @@ class Engine(OperatorOverrides):
         if kw > target + policy.replan_drift_kw:
             self.journal.log(run.event_id, "drift", now, {"kw": kw, "target_kw": target})
             run.needs_plan = True
-        elif kw < target - policy.replan_drift_kw and run.state is EventState.HOLDING:
+        elif kw < target - policy.replan_drift_kw and run.state is EventState.HOLDING and self.settings.relax:
             await self._relax(run, now, target - kw)
         elif kw > target + policy.tolerance_kw:
             # over target by less than the drift threshold: re-plan when the jobs changed, or when the
@@ -430,7 +432,7 @@ class Engine(OperatorOverrides):
             self._last_snapshot = snapshot
             run.running_jobs = _running(snapshot)
         run.needs_plan = False
-        p = reuse or plan(run.directive, self._metered(snapshot, now), self.planner_policy, now)
+        p = reuse or self.planner(run.directive, self._metered(snapshot, now), self.planner_policy, now)
         if reuse is None:
             run.remember(snapshot, p)
         ours = self.journal.jobs_with_open_commands()  # a cap the gateway set is not a prior limit

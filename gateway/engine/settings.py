@@ -12,7 +12,9 @@ from gateway.config.models import NoticesConfig
 class EngineSettings:
     """``sample_interval_s``: how often site power is read (also the drift-check cadence floor);
     ``max_concurrency``: commands in flight at once; ``restore_retry_s``: wait before retrying a
-    failed undo (undos are retried until they succeed: no job stays paused past its event)."""
+    failed undo (undos are retried until they succeed: no job stays paused past its event);
+    ``relax``: give commands back while the site sits well below target (the replay simulator turns it
+    off for its baselines, which model simpler systems that never do)."""
 
     site: SiteConfig
     policy: PolicyConfig
@@ -22,6 +24,7 @@ class EngineSettings:
     restore_retry_s: float = 60.0
     max_shed_attempts: int = 2
     notices: NoticesConfig = field(default_factory=NoticesConfig)
+    relax: bool = True
 
     @classmethod
     def from_config(cls, cfg: DcflexConfig, **overrides: object) -> EngineSettings:
