@@ -1,4 +1,4 @@
-"""The ``dcflex`` command: ``demo``, ``run``, ``check-config``, ``report``, ``ack``.
+"""The ``dcflex`` command: ``demo``, ``run``, ``check-config``, ``report``, ``replay``, ``ack``.
 
 Exit codes: 0 success, 2 invalid input (configuration, arguments), 1 a failure while running.
 """
@@ -62,6 +62,44 @@ def _demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(out_dir=Path(args.out_dir), speed=args.speed, quiet=args.quiet)
     report = asyncio.run(run_demo(opts))
     return 0 if report.get("critical_jobs_touched", 1) == 0 else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gateway.exceptions import ScenarioError
+    from simulators.replay.compare import ReplayOptions, limited, replay
+    from simulators.replay.scenario import load_scenario, shipped
+
+    if args.list or not args.scenario:
+        for name, path in sorted(shipped().items()):
+            try:
+                desc = load_scenario(path).spec.scenario.description
+            except ScenarioError as exc:
+                desc = f"(invalid: {exc.problems[0][1]})"
+            print(f"{name:<18} {desc}")
+        return 0 if args.list else 2
+    try:
+        scn = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for key, msg in exc.problems:
+            print(f"  {key}: {msg}", file=sys.stderr)
+        return 2
+    if args.hours is not None or args.events is not None:
+        scn = limited(scn, hours=args.hours, events=args.events)
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies else ()
+    unknown = [s for s in strategies if s not in scn.spec.scenario.strategies and s not in _STRATEGIES]
+    if unknown:
+        print(f"dcflex replay: unknown strategy {unknown[0]!r} (known: {', '.join(_STRATEGIES)})", file=sys.stderr)
+        return 2
+    opts = ReplayOptions(mode=args.mode, strategies=strategies, out=Path(args.out) if args.out else None,
+                         plots_dir=Path(args.plots) if args.plots else None, quiet=args.quiet, speed=args.speed)
+    report = asyncio.run(replay(scn, opts, Console(quiet=args.quiet and not args.table, highlight=False)))
+    return 0 if all(report["checks"].values()) else 1
+
+
+_STRATEGIES = ("dcflex", "priority", "uniform-cap", "pause-all")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -158,6 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, metavar="FILE", help="JSON file to write (default: report-EVENT_ID.json)")
     p.set_defaults(func=_report)
 
+    p = sub.add_parser("replay", help="replay a scenario's events against its job mix, per strategy, and compare")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="a shipped scenario's name or a scenario file")
+    p.add_argument("--list", action="store_true", help="list the shipped scenarios")
+    p.add_argument("--mode", choices=("fast", "protocol"), default=None, help="default: the scenario's")
+    p.add_argument("--strategies", default=None, metavar="A,B", help=f"default: the scenario's ({', '.join(_STRATEGIES)})")
+    p.add_argument("--out", default=None, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plots", default=None, metavar="DIR", help="write <scenario>-power.png and <scenario>-tiers.png")
+    p.add_argument("--hours", type=float, default=None, help="cut the horizon short (events that do not fit are left out)")
+    p.add_argument("--events", type=int, default=None, help="only the first N events")
+    p.add_argument("--speed", type=float, default=None, help="protocol mode: virtual seconds per wall second")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    p.add_argument("--table", action="store_true", help="with --quiet: still print the table")
+    p.set_defaults(func=_replay)
+
     p = sub.add_parser("ack", help="tell the gateway a job's checkpoint is written (run it from the job script)")
     p.add_argument("job_id", nargs="?", metavar="JOB_ID",
                    help="Slurm job id (default: $SLURM_ARRAY_JOB_ID_$SLURM_ARRAY_TASK_ID, else $SLURM_JOB_ID)")
@@ -173,11 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose and args.command in ("run", "demo"):
+    if not args.verbose and args.command in ("run", "demo", "replay"):
         import openleadr  # noqa: F401  (it sets its own logger to INFO on import; quiet it after)
 
         for noisy in ("openleadr", "apscheduler", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        if args.command == "replay":  # every strategy's run would log each event's life: the report says it
+            logging.getLogger("dcflex").setLevel(logging.ERROR)
     result: int = args.func(args)
     return result
 

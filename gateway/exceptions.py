@@ -2,6 +2,7 @@
 
     DcflexError
     ├── ConfigError          a configuration file or value is wrong (carries every problem found)
+    │   └── ScenarioError        a replay scenario file is wrong
     ├── ProtocolError        an OpenADR payload is malformed, hostile or unsupported
     ├── AdapterError         a scheduler, meter or sink did not do what was asked
     │   ├── AdapterTimeout       the call did not finish within its timeout
@@ -32,6 +33,15 @@ class ConfigError(DcflexError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {path}: {msg}" for path, msg in self.problems)
         super().__init__(f"invalid configuration in {source} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class ScenarioError(ConfigError):
+    """A replay scenario (``dcflex replay``) is invalid; ``problems`` as for ``ConfigError``."""
+
+    def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__(source, problems)
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in self.problems)
+        self.args = (f"invalid scenario {source} ({len(self.problems)} problem(s)):\n{lines}",)
 
 
 class ProtocolError(DcflexError):

@@ -60,7 +60,7 @@ def _env_source(loc: tuple[Any, ...]) -> str | None:
     return next((k for k in os.environ if k.upper() == wanted), None)
 
 
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
+def describe_problem(err: dict[str, Any]) -> tuple[str, str]:
     loc = tuple(err.get("loc", ()))
     path = _key_path(loc)
     kind = err.get("type", "")
@@ -89,7 +89,7 @@ def load_config_text(text: str, source: str = "<string>") -> DcflexConfig:
     try:
         loaded = _FileFirstEnvWins(**data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(dict(e)) for e in exc.errors()]) from exc
+        raise ConfigError(source, [describe_problem(dict(e)) for e in exc.errors()]) from exc
     # Hand back the public class (equal to a DcflexConfig built directly, same repr); the sections are
     # already validated, so no second validation (and no second read of the environment) is needed.
     return DcflexConfig.model_construct(

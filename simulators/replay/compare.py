@@ -1,0 +1,146 @@
+"""``dcflex replay``: every strategy of a scenario on the same job stream, and the report that compares them.
+
+The job stream is built once from the scenario's seed and handed to each strategy's run, one after the
+other (each run owns its clock, cluster and journal); the report's ``checks`` then verify what the
+comparison rests on: identical job streams, energy that adds up, no critical job touched, every
+event's commands undone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from simulators.replay.jobs import JobStream, job_stream
+from simulators.replay.metrics import strategy_figures
+from simulators.replay.report import plot_power, plot_tiers, render
+from simulators.replay.run import StrategyRun, run_fast
+from simulators.replay.scenario import LoadedScenario
+
+_UNDONE_OK = ("undone", "failed", "dry-run")  # a failed shed command changed nothing to undo
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    mode: str | None = None  # None: the scenario's own
+    strategies: tuple[str, ...] = ()  # empty: the scenario's own
+    out: Path | None = None
+    plots_dir: Path | None = None
+    quiet: bool = False
+    speed: float | None = None  # protocol mode's compression (None: the scenario's)
+
+
+def limited(scn: LoadedScenario, hours: float | None = None, events: int | None = None) -> LoadedScenario:
+    """The scenario cut short: its first ``events`` events and/or its first ``hours`` (events that do not fit
+    are left out); generated events are drawn first, so the cut keeps exactly those the full run has."""
+    evs = scn.events()
+    spec = scn.spec
+    end = spec.end if hours is None else min(spec.end, spec.start + timedelta(hours=hours))
+    if events is not None:
+        evs = evs[:events]
+    evs = [e for e in evs if e.end + timedelta(minutes=e.recovery_min) <= end]
+    meta = spec.scenario.model_copy(update={"hours": (end - spec.start).total_seconds() / 3600.0})
+    cut = spec.model_copy(update={"scenario": meta, "events": tuple(evs), "events_generator": None})
+    return replace(scn, spec=cut)
+
+
+async def replay(scn: LoadedScenario, opts: ReplayOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run every strategy and build the report (written and plotted as ``opts`` says)."""
+    console = console or Console(quiet=opts.quiet, highlight=False)
+    mode = opts.mode or scn.spec.scenario.mode
+    names = opts.strategies or scn.spec.scenario.strategies
+    stream = job_stream(scn)
+    runs: dict[str, StrategyRun] = {}
+    with Progress(TextColumn("[bold]{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=opts.quiet) as bar:
+        tasks: dict[str, TaskID] = {n: bar.add_task(n, total=1.0) for n in names}
+
+        def tick(name: str, done: float) -> None:
+            bar.update(tasks[name], completed=done)
+
+        for name in names:
+            if mode == "protocol":
+                from simulators.replay.protocol import run_protocol
+
+                runs[name] = await run_protocol(scn, stream, name, tick, speed=opts.speed)
+            else:
+                runs[name] = await run_fast(scn, stream, name, tick)
+            bar.update(tasks[name], completed=1.0)
+    report = build(scn, stream, runs, mode)
+    render(report, console)
+    if opts.out is not None:
+        opts.out.parent.mkdir(parents=True, exist_ok=True)
+        opts.out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"written: {opts.out}")
+    if opts.plots_dir is not None:
+        written = plots(scn, runs, report, opts.plots_dir)
+        console.print(f"written: {', '.join(str(p) for p in written)}")
+    return report
+
+
+def build(scn: LoadedScenario, stream: JobStream, runs: dict[str, StrategyRun], mode: str) -> dict[str, Any]:
+    """The report as a JSON-able dict."""
+    spec = scn.spec
+    tol = spec.report.tolerance_kw if spec.report.tolerance_kw is not None else scn.gateway.policy.tolerance_kw
+    rebound_s = spec.report.rebound_window_min * 60.0
+    strategies = {name: strategy_figures(run, tol, rebound_s) for name, run in runs.items()}
+    return {
+        "scenario": {
+            "name": scn.name, "description": spec.scenario.description, "source": scn.source, "mode": mode,
+            "seed": spec.scenario.seed, "start": spec.start.isoformat(), "end": spec.end.isoformat(),
+            "events": len(scn.events()), "jobs": max([len(stream), *(len(r.jobs) for r in runs.values())]),
+            "site_gpus": spec.site.gpus,
+            "tolerance_kw": tol, "episodes": spec.scenario.episodes,
+        },
+        "strategies": strategies,
+        "checks": checks(runs, strategies),
+        "wall_s": round(sum(r.wall_s for r in runs.values()), 3),
+    }
+
+
+def checks(runs: dict[str, StrategyRun], figures: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """What makes the comparison fair and the figures trustworthy (each True when it holds)."""
+    streams = {name: frozenset((w.job_id, w.tier, w.gpus) for w in r.jobs.values()) for name, r in runs.items()}
+    same = len(set(streams.values())) <= 1
+    energy = all(
+        abs(sum(e["energy_shed_kwh"] for e in f["events"]) - f["energy_shed_kwh"]) < 1e-3 * max(1, len(f["events"]))
+        and all(e["energy_shed_kwh"] <= e["baseline_kw"] * _span_h(e) + 1e-6 for e in f["events"])
+        for f in figures.values()
+    )
+    restored = all(
+        all(d.state in _UNDONE_OK for d in r.decisions if d.kind.sheds)
+        for r in runs.values()
+    )
+    return {
+        "same_job_stream": same,
+        "energy_adds_up": energy,
+        "no_critical_job_touched": all(f["critical_jobs_touched"] == 0 for f in figures.values()),
+        "every_command_undone": restored,
+    }
+
+
+def _span_h(e: dict[str, Any]) -> float:
+    return (datetime.fromisoformat(e["end"]) - datetime.fromisoformat(e["ramp_start"])).total_seconds() / 3600.0
+
+
+def plots(scn: LoadedScenario, runs: dict[str, StrategyRun], report: dict[str, Any], out_dir: Path) -> Sequence[Path]:
+    """``<name>-power.png`` (the first event and the deepest ask, at most three panels) and ``<name>-tiers.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = next(iter(runs.values()))
+    ds = sorted(first.directives.values(), key=lambda d: d.ramp_start)
+    shown = [d.event_id for d in ds[:2]]
+    deepest = max(ds, key=lambda d: d.baseline_kw - (d.strictest_kw or d.baseline_kw), default=None)
+    if deepest is not None and deepest.event_id not in shown:
+        shown.append(deepest.event_id)
+    power = out_dir / f"{scn.name}-power.png"
+    tiers = out_dir / f"{scn.name}-tiers.png"
+    plot_power(power, runs, shown, f"{scn.name}: site power vs target per strategy")
+    plot_tiers(tiers, report["strategies"], f"{scn.name}: throughput kept per tier")
+    return power, tiers
