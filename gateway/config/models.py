@@ -108,6 +108,14 @@ class PolicyConfig(Section):
     reference_price_per_mwh: float = Field(
         default=50.0, allow_inf_nan=False, description="the price priceRelative adds to and priceMultiplier multiplies"
     )
+    objective: Literal["gpu-throughput", "weighted-jobs"] = Field(
+        default="gpu-throughput",
+        description="what power caps keep: the most GPU-throughput, or the most weighted job throughput (tier_weights)",
+    )
+    tier_weights: dict[Tier, NonNegFloat] = Field(
+        default_factory=lambda: {t: 1.0 for t in Tier},
+        description="weighted-jobs: each tier's weight (a job counts once, whatever its size); missing tiers weigh 1",
+    )
 
     @field_validator("simple_levels")
     @classmethod

@@ -85,6 +85,7 @@ class Engine(OperatorOverrides):
             tolerance_kw=settings.policy.tolerance_kw,
             min_cap_w=site.min_cap_w,
             max_cap_w=site.max_cap_w,
+            job_weights=settings.policy.tier_weights if settings.policy.objective == "weighted-jobs" else None,
         )
         self.history = PowerHistory()
         self.runs: dict[str, Run] = {}

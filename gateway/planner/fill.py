@@ -26,9 +26,12 @@ cap and final cap, then job id. Every tie is broken by content, never by the sna
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from heapq import heapify, heappop, heappush
 from operator import itemgetter
+from typing import Any, cast
 
+from gateway.domain import Tier
 from gateway.planner.levers import Cand, CapRun, CurveTable, Step, cap_path
 from gateway.power import PowerModel
 
@@ -37,25 +40,37 @@ _Rank = tuple[float, str, float, int, int, int]
 
 
 def water_fill(buckets: dict[BucketKey, list[Cand]], gpus: dict[BucketKey, int], model: PowerModel,
-               need_kw: float) -> tuple[list[CapRun], float]:
+               need_kw: float, job_weights: Mapping[Tier, float] | None = None) -> tuple[list[CapRun], float]:
     """Caps that shed ``need_kw`` with the least throughput lost, in shedding order, and what is missing.
 
     ``buckets`` and ``gpus`` are the scan's candidates and their GPU totals; the lists in ``buckets``
     are sorted in place. When the caps cannot shed it all, every job ends at its deepest allowed cap
     and the missing kW is returned (the pauses and stops of the second phase take it from there).
+
+    With ``job_weights`` (per tier) the loss counted is weight × throughput per job, not per GPU: a step's
+    ratio is then its per-GPU ratio times the job's GPUs over its weight, so each bucket is first split by
+    that factor (jobs of one size and weight stay together) and the heap compares the scaled ratios.
     """
+    if job_weights is not None:
+        buckets, gpus = _by_factor(buckets, job_weights)
     paths: dict[BucketKey, tuple[Step, ...]] = {}
+    shared: dict[tuple[object, ...], tuple[Step, ...]] = {}
     heap = []
     for key in gpus:
-        tab, i, cap = key
-        path = paths[key] = cap_path(tab, model, cap, i)
-        heap.append((-path[0].eff, tab.name, math.inf if cap is None else cap, i, 0, key))
+        tab, i, cap = key[0], key[1], key[2]
+        f: float = key[3] if len(key) > 3 else 1.0
+        base = key[:3]
+        path = shared.get(base)
+        if path is None:
+            path = shared[base] = cap_path(tab, model, cap, i)
+        paths[key] = path
+        heap.append((-path[0].eff * f, tab.name, math.inf if cap is None else cap, i, -f, 0, key))
     heapify(heap)  # entries differ before ``key``, which is never compared
     remaining = need_kw
     taken: dict[BucketKey, int] = {}  # steps every job of the bucket has taken
     last: tuple[BucketKey, int] | None = None  # the bucket and step the need runs out in
     while heap:
-        _, name, ck, i, k, key = heappop(heap)
+        _, name, ck, i, nf, k, key = heappop(heap)
         path = paths[key]
         before = path[k - 1].save if k else 0.0
         kw = (path[k].save - before) * gpus[key]
@@ -66,7 +81,7 @@ def water_fill(buckets: dict[BucketKey, list[Cand]], gpus: dict[BucketKey, int],
         remaining -= kw
         taken[key] = k + 1
         if k + 1 < len(path):
-            heappush(heap, (-path[k + 1].eff, name, ck, i, k + 1, key))
+            heappush(heap, (path[k + 1].eff * nf, name, ck, i, nf, k + 1, key))
 
     runs: list[tuple[_Rank, CapRun]] = []
     for key, n in taken.items():
@@ -84,7 +99,7 @@ def _split(last: tuple[BucketKey, int], path: tuple[Step, ...], cands: list[Cand
     """Step ``k`` of the last bucket, job by job (largest first: fewer commands), until the need is met;
     the job that meets it gets the whole-watt cap that just does. Returns the need left (at most 0)."""
     key, k = last
-    tab, i, cap = key
+    tab, i, cap = key[0], key[1], key[2]
     cur = tab.running_kw(model, cap)
     cands.sort(key=_job_id)
     cands.sort(key=_gpus_of, reverse=True)  # stable: job id stays the tie-break
@@ -112,11 +127,32 @@ def _split(last: tuple[BucketKey, int], path: tuple[Step, ...], cands: list[Cand
 
 
 def _run(key: BucketKey, step: Step, cands: list[Cand]) -> tuple[_Rank, CapRun]:
-    tab, i, cap = key
+    tab, i, cap = key[0], key[1], key[2]
     rank = (-step.avg, tab.name, math.inf if cap is None else cap, i, step.idx, 0)
     return rank, CapRun(cands, tab.lo + step.idx, step.save, tab.thr[step.idx], cap)
 
 
+def _by_factor(buckets: dict[BucketKey, list[Cand]], weights: Mapping[Tier, float]
+               ) -> tuple[dict[BucketKey, list[Cand]], dict[BucketKey, int]]:
+    """Each bucket split by GPUs / weight (a weight of 0: the job's throughput is worth nothing, shed first);
+    the keys gain the factor as a fourth item."""
+    out: dict[tuple[Any, ...], list[Cand]] = {}
+    gpus: dict[tuple[Any, ...], int] = {}
+    for key, cands in buckets.items():
+        for cand in cands:
+            w = weights.get(cand[4], 1.0)
+            sub = (*key, cand[3] / w if w > 0 else _WORTHLESS)
+            lst = out.get(sub)
+            if lst is None:
+                out[sub] = [cand]
+                gpus[sub] = cand[3]
+            else:
+                lst.append(cand)
+                gpus[sub] += cand[3]
+    return cast(dict[BucketKey, list[Cand]], out), cast(dict[BucketKey, int], gpus)
+
+
+_WORTHLESS = 1e12
 _rank = itemgetter(0)
 _job_id = itemgetter(0)
 _gpus_of = itemgetter(3)

@@ -7,8 +7,10 @@ constants because they describe the cost model, not a site's preference.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.domain import Tier
 from gateway.exceptions import PlanningError
 from gateway.power import PowerModel
 
@@ -32,6 +34,11 @@ class PlannerPolicy:
     ``ramp_rate_kw_per_min`` bounds every change the gateway makes, shed and restore alike;
     ``tolerance_kw`` is how close to the target counts as met; caps are whole watts within
     ``[min_cap_w, max_cap_w]`` (and within the model's and the workload curve's range).
+
+    ``job_weights`` chooses what the caps keep: None (the default) keeps the most GPU-throughput (every
+    GPU-hour of work is worth the same); a weight per tier keeps the most weighted job throughput
+    (Σ weight × throughput kept, each job counted once whatever its size), the objective of a site that
+    values jobs rather than GPU-hours, like the Phoenix field demonstration's tier weights.
     """
 
     model: PowerModel
@@ -40,6 +47,7 @@ class PlannerPolicy:
     min_cap_w: float = 100.0
     max_cap_w: float = 400.0
     allow_checkpoint_stop: bool = True
+    job_weights: Mapping[Tier, float] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.ramp_rate_kw_per_min) and self.ramp_rate_kw_per_min > 0):
@@ -48,3 +56,5 @@ class PlannerPolicy:
             raise PlanningError(f"tolerance_kw must be >= 0, got {self.tolerance_kw!r}")
         if not (math.isfinite(self.min_cap_w) and math.isfinite(self.max_cap_w) and 0 < self.min_cap_w < self.max_cap_w):
             raise PlanningError(f"need 0 < min_cap_w < max_cap_w, got {self.min_cap_w!r} and {self.max_cap_w!r}")
+        if self.job_weights is not None and any(not (math.isfinite(w) and w >= 0) for w in self.job_weights.values()):
+            raise PlanningError(f"job weights must be finite and >= 0, got {dict(self.job_weights)!r}")

@@ -246,7 +246,7 @@ def select_for_target(s: Scan, need_kw: float) -> tuple[list[CapRun], list[Choic
     (the common, large case) there are only runs; otherwise every job is at its deepest cap, some are
     paused or stopped instead, and all become choices (pauses and stops last).
     """
-    runs, remaining = water_fill(s.buckets, s.gpus, s.policy.model, need_kw)
+    runs, remaining = water_fill(s.buckets, s.gpus, s.policy.model, need_kw, s.policy.job_weights)
     if remaining <= 0.0:
         return runs, []
     picked = [c for r in runs for c in r.choices()]

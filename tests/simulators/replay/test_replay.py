@@ -49,13 +49,14 @@ async def test_phoenix_runs_every_strategy_and_dcflex_meets_the_target_within_ti
     assert (tmp_path / "phoenix-2025-tiers.png").stat().st_size > 5_000
     d = report["strategies"]["dcflex"]
     assert d["target_met_pct"] >= 99.0 and d["jobs_within_tier"] is True and d["interruptions"] == 0
+    assert d["weighted_throughput"] >= 0.95  # the field demonstration kept 0.908 (its weights, the scenario's)
     (ev,) = d["events"]
     assert ev["target_kw"] == pytest.approx(0.75 * ev["baseline_kw"], abs=0.01)  # 25% below the pre-event level
     assert ev["time_to_target_s"] <= 15 * 60  # within the ramp
     pause_all = report["strategies"]["pause-all"]
     assert pause_all["interruptions"] == 6 and pause_all["jobs_within_tier"] is False
     for name, f in report["strategies"].items():
-        assert d["weighted_throughput"] >= f["weighted_throughput"] - 0.01, name  # no baseline does much better
+        assert d["weighted_throughput"] >= f["weighted_throughput"], name  # no baseline keeps more
         assert f["jobs"].keys() == {"p-1", "p-2", "p-3", "p-4", "p-5", "p-6"}
 
 
