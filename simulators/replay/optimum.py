@@ -9,31 +9,33 @@ multiple-choice knapsack over power, which a dynamic program over discretised po
 
 Discretisation, and why the answer is exact
 -------------------------------------------
-The DP indexes power in whole units of q watts (``resolution_w``, 0.5 W to start). Two roundings give two
-DPs, and between them the answer is pinned down:
+The DP indexes power in whole units of q watts (``resolution_w``, 0.5 W by default). The two ways to
+round give two DPs that pin the optimum down, and a short search over exact powers closes what is left:
 
-* Relaxation: every job's power above idle rounded DOWN, the budget (target − idle floor) rounded DOWN
-  too. Any truly feasible assignment stays feasible (Σ⌊p_j/q⌋ ≤ ⌊Σp_j/q⌋ ≤ ⌊B/q⌋), so its optimum is an
-  upper bound on the true one. If its best assignment is truly feasible (checked with the unrounded
-  powers) it IS the true optimum, exactly, and that is returned.
-* Conservative: powers rounded UP, budget DOWN. Whatever it finds is truly feasible (Σp_j ≤ Σ⌈p_j/q⌉·q
-  ≤ B): rounding can never make an over-target assignment look feasible. It can only miss assignments
-  within n·q W of the budget (n jobs), so its answer is the exact optimum for some target in
-  [target − n·q W, target].
+* Conservative: each job's power above idle rounded UP, the budget (target − idle floor) DOWN. Whatever
+  it finds is truly feasible (Σp_j ≤ Σ⌈p_j/q⌉·q ≤ B): rounding can never make an over-target assignment
+  look feasible. It can only miss assignments within n·q W of the budget (n jobs), so its answer is the
+  exact optimum for some target in [target − n·q W, target]. On its own that is not good enough: over
+  999 Phoenix (target, share) pairs at q = 0.5 W it lost up to 4.8e-4 of weighted throughput (worst just
+  above the deepest caps, where combinations are sparse; elsewhere the front steps every ~3 W).
+* Relaxation: powers rounded DOWN. Every truly feasible assignment stays feasible in it
+  (Σ⌊p_j/q⌋ ≤ ⌊Σp_j/q⌋ ≤ ⌊B/q⌋), so its optimum is an upper bound, and if its best assignment is truly
+  feasible (checked with the unrounded powers) that assignment is the exact optimum.
+* Otherwise, a branch and bound over the jobs' exact powers, with the conservative answer as incumbent and
+  the relaxation's DP tables as the (admissible, n·q-tight) bound on the jobs not yet fixed, finds any
+  better assignment or proves there is none. The bound is so tight that it carries under 200 partial
+  assignments at a time on the Phoenix six (at q = 0.5 W; coarser tables widen the search).
 
-The relaxation's pick is infeasible only when some assignment lies within n·q W of the budget; then q is
-halved (each halving doubles the table) and the relaxation re-solved, until its pick is feasible or the
-table would pass ~1M entries. Only if that limit is reached is the conservative answer returned, with the
-relaxation's bound in ``Optimum.upper_bound``: the true optimum lies between the two, and the caller can
-check the gap. In practice no such case arose: for the Phoenix six at 10-70 % cuts and capped shares
-0.1-1 the answer comes out proven exact (``upper_bound == weighted_throughput``) by q = 1/16 W at the
-latest, and it agreed to the last bit with an exhaustive float-exact Pareto-front enumeration. A small
-float guard (``_FLOAT_GUARD``) pushes each rounding the safe way despite float error in p/q.
+So the result is the exact optimum over the cap grid, to float rounding (~1e-16), whatever the
+resolution; q only trades table size against search width. Checked: for the Phoenix six at 999
+(target, capped share) pairs the answers at q = 1, 0.5 and 0.125 W agree to 2e-16, and a sample of them
+equals an exhaustive float-exact Pareto-front enumeration bit for bit. A small float guard
+(``_FLOAT_GUARD``) pushes each rounding the safe way despite float error in p/q.
 
 Cost: one pass per job and cap over an array of min(budget − the jobs' least powers, their power spans)/q
-entries, vectorised with numpy; the argmax is recovered afterwards along the one backtracked path, so the
-forward pass is a single in-place ``np.maximum`` per (job, cap). The six Phoenix jobs take < 0.1 s at a
-25 % cut, < 0.5 s in any case tried, on 2 vCPUs.
+entries, vectorised with numpy; the DP's argmax is recovered afterwards along the one backtracked path, so
+the forward pass is a single in-place ``np.maximum`` per (job, cap). The six Phoenix jobs take 0.05-0.1 s
+at a 25 % cut and at most ~0.3 s of CPU over the 999 pairs, on 2 vCPUs.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ import numpy.typing as npt
 from gateway.domain import Job, JobState, Tier
 from gateway.power.model import PowerModel
 
-DEFAULT_RESOLUTION_W = 0.5  # W, exact in binary; coarse is cheap because the loop refines only when it must
-_MAX_CELLS = 1 << 20  # refine no further than a ~260k-entry table: a DP then takes ~0.3 s for six jobs of ~300 caps
-_MIN_RESOLUTION_W = 2.0**-20  # ~1 µW: below this float error in the powers themselves dominates
+DEFAULT_RESOLUTION_W = 0.5  # W, exact in binary: the fastest on the Phoenix six (exactness does not depend on it)
+_MAX_STATES = 1 << 13  # partial assignments the branch and bound may carry (×options per level: ~2.5M floats)
+_MAX_CELLS = 1 << 20  # how far a too-loose bound may be refined: a DP table of ~1M entries takes ~1.5 s
 _FLOAT_GUARD = 1e-9  # in units: pushes every rounding the safe way despite float error in p/q
 _KEPT_TOL = 1e-12  # 1 − s(1 − T) ≥ min_kept compared in floats: an exactly-on-the-tier cap must count
 
@@ -84,15 +86,20 @@ class Optimum:
     """The best caps found, and what they give.
 
     ``caps_w`` is each job's cap while capped (``max_cap_w`` means uncapped); ``kept`` each job's
-    throughput over the whole window; ``site_kw`` the site power while capped. ``upper_bound`` is a
-    certified bound no assignment can beat: equal to ``weighted_throughput`` when the answer is proven
-    exact, otherwise above it by the (tiny) price of the discretisation.
+    throughput over the whole window; ``site_kw`` the site power while capped. When several assignments
+    tie (two jobs on the same curve with the same weight per GPU), which of them is reported is arbitrary.
     """
 
     weighted_throughput: float
     caps_w: dict[str, int]
     site_kw: float
     kept: dict[str, float]
+
+    @property
+    def upper_bound(self) -> float:
+        """A certified bound no assignment beats. The search proves its answer optimal (or raises), so this is
+        ``weighted_throughput`` itself; kept so callers can record ``proven_exact`` (benchmarks/replay_bench.py)."""
+        return self.weighted_throughput
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +220,10 @@ def _value(options: list[_Options], picks: list[int]) -> float:
     return sum(float(o.value[k]) for o, k in zip(options, picks, strict=True))
 
 
+class _TooLoose(ArithmeticError):
+    """The branch and bound would keep more partial assignments than ``_MAX_STATES``: refine the DP."""
+
+
 def _branch_and_bound(options: list[_Options], budget_w: float, q: float, relaxed: _Dp, incumbent: float) -> list[int] | None:
     """The truly feasible assignment of highest value above ``incumbent``, or None if there is none.
 
@@ -236,6 +247,8 @@ def _branch_and_bound(options: list[_Options], budget_w: float, q: float, relaxe
         survive = np.nonzero(ok & (bound > incumbent))
         if survive[0].size == 0:
             return None
+        if survive[0].size > _MAX_STATES:
+            raise _TooLoose(f"the bound at q = {q} W leaves {survive[0].size} partial assignments open")
         left = rest_left[survive]
         acc = acc[survive[0]] + o.value[survive[1]]
         path = np.column_stack((path[survive[0]], survive[1]))
@@ -250,11 +263,24 @@ def _exact(options: list[_Options], budget_w: float, q: float) -> list[int]:
     picks are truly feasible they are optimal. If not, some better assignment lies within n·q W over the
     budget: the conservative DP (power rounded up) gives a feasible incumbent, optimal for a target at most
     n·q W lower, and a branch and bound over exact powers, pruned by the relaxation's tables, either finds
-    something better or proves there is nothing.
+    something better or proves there is nothing. Should the bound be too loose for the search (many
+    near-identical jobs), the whole is redone at a quarter of the resolution, where the bound is tighter.
     """
     best = [_best_option(o) for o in options]
     if _power_w(options, best) <= budget_w:
         return best
+    span_w = min(budget_w - sum(float(o.power_w.min()) for o in options),
+                 sum(float(o.power_w.max() - o.power_w.min()) for o in options))
+    while True:
+        try:
+            return _exact_at(options, budget_w, q)
+        except _TooLoose:
+            if span_w / (q / 4) > _MAX_CELLS:
+                raise
+            q /= 4
+
+
+def _exact_at(options: list[_Options], budget_w: float, q: float) -> list[int]:
     relaxed = _solve(options, budget_w, q, up=False)
     if relaxed is None:  # a relaxation of a feasible problem: only float trouble could get here
         raise ArithmeticError("the relaxed DP found no assignment although the deepest caps fit")
@@ -285,7 +311,9 @@ def best_caps(
     exceed ``target_kw``. ``total_gpus`` defaults to the jobs' GPUs (a fully packed site); ``nodes`` is
     needed only when the model charges a per-node base draw. Raises ValueError when even the deepest
     caps each tier allows miss the target, saying by how much. See the module docstring for why the
-    result is exact (and ``Optimum.upper_bound`` for the per-call certificate).
+    result is exact whatever ``resolution_w`` (which only trades DP size against search width).
+    ArithmeticError if the search cannot be narrowed enough before the DP table passes ~1M entries (never
+    seen on these curves).
     """
     if not jobs:
         raise ValueError("no jobs to cap")
