@@ -174,15 +174,17 @@ def curve_table(model: PowerModel, workload: str, min_cap_w: float, max_cap_w: f
     return table
 
 
-def allowance(job: Job, window_s: float) -> float:
+def allowance(job: Job, window_s: float, kept_now: float = 1.0) -> float:
     """The fraction of throughput ``job`` may still lose over an event window of ``window_s`` seconds.
 
     The run length is elapsed + remaining (elapsed + the window when the remaining time is unknown);
-    the tier allows ``max_loss`` of it, minus what was already lost. The hot loop in ``shed`` inlines
-    this formula for speed; keep the two the same.
+    the tier allows ``max_loss`` of it, minus what was already lost. A job capped now (``kept_now`` < 1)
+    reports a remaining time stretched by its own cap: counted at full speed (× ``kept_now``), or a
+    re-plan would find more allowance the deeper the job is already capped. The hot loop in ``shed``
+    inlines this formula for speed; keep the two the same.
     """
     rem = job.remaining_s
-    run_s = job.elapsed_s + (window_s if rem is None else rem)
+    run_s = job.elapsed_s + (window_s if rem is None else rem * kept_now)
     left = job.tier.max_loss * run_s - job.lost_s
     return min(1.0, max(0.0, left) / window_s)
 

@@ -152,6 +152,8 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
         cur = tab.full_kw if cap is None else tab.running_kw(model, cap)
         # allowance() inlined: seconds of loss the tier still allows, against the window
         rem = job.remaining_s
+        if rem is not None and cap is not None:  # stretched by its own cap: count it at full speed
+            rem *= tab.running_thr(model, cap)
         left = max_loss[tier] * (job.elapsed_s + (window_s if rem is None else rem)) - job.lost_s
         kws = tab.kw
         if left >= window_s and (job.pausable or stop_fits(job, left, window_s, allow_stop)):
@@ -226,9 +228,10 @@ def scan(snapshot: ClusterSnapshot, policy: PlannerPolicy, window_s: float, pric
     return out
 
 
-def _cap_choice(job: Job, tab: CurveTable, cur: float, i: int, window_s: float) -> Choice:
+def _cap_choice(job: Job, tab: CurveTable, cur: float, i: int, s: Scan) -> Choice:
     kept = tab.thr[i]
-    return Choice(job, _CAP, tab.lo + i, job.gpus * (cur - tab.kw[i]), 1.0 - kept, kept, allowance(job, window_s),
+    now = tab.running_thr(s.policy.model, job.power_cap_w) if job.power_cap_w is not None else 1.0
+    return Choice(job, _CAP, tab.lo + i, job.gpus * (cur - tab.kw[i]), 1.0 - kept, kept, allowance(job, s.window_s, now),
                   job.job_id, _TIER_STR[job.tier], job.power_cap_w)
 
 
@@ -302,7 +305,7 @@ def select_economic(s: Scan) -> list[Choice]:
             if c.shed_kw > MIN_SHED_KW:
                 out.append(c)
         else:
-            out.append(_cap_choice(job, tab, cur, i, s.window_s))
+            out.append(_cap_choice(job, tab, cur, i, s))
     return out
 
 

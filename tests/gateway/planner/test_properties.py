@@ -86,9 +86,12 @@ def with_target(d: Directive, target_kw: float) -> Directive:
     return dataclasses.replace(d, segments=tuple(dataclasses.replace(s, target_kw=target_kw) for s in d.segments))
 
 
-def allowance(job: Job, window_s: float) -> float:
-    """The tier contract, written out again independently of the planner."""
-    run = job.elapsed_s + (job.remaining_s if job.remaining_s is not None else window_s)
+def allowance(job: Job, window_s: float, kept_now: float | None = None) -> float:
+    """The tier contract, written out again independently of the planner: a capped job's remaining time counts
+    at full speed."""
+    if kept_now is None:
+        kept_now = MODEL.curves.get(job.workload).throughput_at(job.power_cap_w)
+    run = job.elapsed_s + (job.remaining_s * kept_now if job.remaining_s is not None else window_s)
     return min(1.0, max(0.0, job.tier.max_loss * run - job.lost_s) / window_s)
 
 
@@ -221,12 +224,12 @@ def stop_allowed(job: Job, window: float, allow_stop: bool) -> bool:
 def has_lever(job: Job, window: float, allow_stop: bool = True) -> bool:
     """Whether a pause (or, for a job that cannot be paused, a stop) fits the allowance, or any whole-watt
     cap (100..400 W) within it draws less than now."""
-    a = allowance(job, window)
+    curve = MODEL.curves.get(job.workload)
+    a = allowance(job, window, curve.throughput_at(job.power_cap_w))
     if a >= 1.0 and (job.pausable or stop_allowed(job, window, allow_stop)):
         return True
     if not job.cappable:
         return False
-    curve = MODEL.curves.get(job.workload)
     now_w = curve.power_at(job.power_cap_w)
     return any(curve.throughput_at(w) >= 1 - a - 1e-9 and curve.power_at(w) < now_w - 1e-3 for w in range(100, 401))
 
