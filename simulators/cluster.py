@@ -14,7 +14,7 @@ measured outcome differ only by what the plan could not know: jobs ending, arriv
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -73,6 +73,7 @@ class JobLedger:
     elapsed_s: float
     lost_s: float
     remaining_s: float
+    completed: bool = False
 
 
 class SimulatedCluster:
@@ -80,7 +81,8 @@ class SimulatedCluster:
 
     ``sched_interval_s`` is the scheduler's cycle: queued and arriving jobs are placed on free,
     undrained nodes only at these passes. ``drained_by_other`` names nodes an operator drained;
-    the gateway may never undrain them.
+    the gateway may never undrain them. ``arrivals`` draws new jobs from the seed; ``trace`` lists
+    submissions known in advance, ``(seconds after the start, job)``, each queued at its time.
     """
 
     name = ADAPTER
@@ -98,6 +100,7 @@ class SimulatedCluster:
         drained_by_other: Iterable[str] = (),
         node_prefix: str = "node-",
         sched_interval_s: float = 30.0,
+        trace: Iterable[tuple[float, SimJobSpec]] = (),  # (seconds after the start, job): queued then
     ) -> None:
         if noise_kw < 0:
             raise ValueError("noise_kw must be >= 0")
@@ -105,7 +108,8 @@ class SimulatedCluster:
         self._model = model
         self._t0 = clock.now()
         self._core = SimCore(model, nodes, gpus_per_node, seed=seed, arrivals=arrivals,
-                             drained_by_other=drained_by_other, node_prefix=node_prefix, sched_interval_s=sched_interval_s)
+                             drained_by_other=drained_by_other, node_prefix=node_prefix, sched_interval_s=sched_interval_s,
+                             trace=trace)
         self._noise = random.Random(seed)
         self._noise_kw = noise_kw
         self._commands: list[CommandRecord] = []
@@ -122,7 +126,7 @@ class SimulatedCluster:
     async def snapshot(self) -> ClusterSnapshot:
         self._advance()
         core = self._core
-        return ClusterSnapshot(at=self._now(), jobs=tuple(core.value(j) for j in core.jobs.values()),
+        return ClusterSnapshot(at=self._now(), jobs=core.snapshot_jobs(),
                                nodes=core.node_values(), site_kw=self._measured())
 
     async def read_kw(self) -> float:
@@ -254,14 +258,17 @@ class SimulatedCluster:
             for j in self._core.jobs.values()
         )
 
-    def ledger(self) -> dict[str, JobLedger]:
-        """Every job's work accounts now: the replay simulator takes the difference of two ledgers to get
-        each job's throughput over a window."""
+    def ledger(self, skip: Collection[str] = ()) -> dict[str, JobLedger]:
+        """Every job's work accounts now but those in ``skip``: the replay simulator takes the difference of
+        two ledgers to get each job's throughput over a window (and skips jobs it already closed for good)."""
         self._advance()
         out = {}
         for jid, j in self._core.jobs.items():
-            remaining = self._core.value(j).remaining_s if j.state is not JobState.COMPLETED else 0.0
-            out[jid] = JobLedger(jid, j.spec.tier, j.spec.gpus, j.progress, j.elapsed, j.lost, remaining or 0.0)
+            if jid in skip:
+                continue
+            done = j.state is JobState.COMPLETED
+            remaining = 0.0 if done else self._core.value(j).remaining_s
+            out[jid] = JobLedger(jid, j.spec.tier, j.spec.gpus, j.progress, j.elapsed, j.lost, remaining or 0.0, done)
         return out
 
     # ----------------------------------------------------------------- levers

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.clock import ManualClock, ScaledClock
 from gateway.domain import Action, ActionKind, JobState, Tier
 from gateway.exceptions import AdapterTimeout, AdapterUnavailable, CommandFailed
 from gateway.power import PowerModel, default_curves
+from simulators._placement import NodePool, place
+from simulators._simcore import KEEP_COMPLETED_S, SimCore
 from simulators.cluster import Arrivals, SimJobSpec, SimulatedCluster
 
 T0 = datetime(2025, 5, 3, 23, 0, tzinfo=UTC)
@@ -431,3 +437,172 @@ def test_bad_construction_is_refused() -> None:
         build(spec(), drained_by_other=["node-042"])
     with pytest.raises(ValueError, match="work_s"):
         spec(work_s=0)
+
+
+# ------------------------------------------------------------------------- job trace
+
+
+async def test_a_trace_submits_each_job_at_its_time_in_time_then_id_order() -> None:
+    trace = [(95.0, spec("late")), (10.0, spec("t-b")), (10.0, spec("t-a"))]  # unsorted on purpose
+    clock, sim = build(spec("j-1", work_s=36_000), nodes=2, trace=trace)
+    with pytest.raises(KeyError):
+        sim.job("t-a")  # not submitted yet
+    await clock.advance(10)
+    assert sim.job("t-a").state is sim.job("t-b").state is JobState.PENDING  # queued, not placed before a pass
+    await clock.advance(20)  # the pass at 30 s: one free node, and t-a comes first at the same time
+    assert (sim.job("t-a").state, sim.job("t-a").nodes) == (JobState.RUNNING, ("node-002",))
+    assert sim.job("t-b").state is JobState.PENDING
+    await clock.advance(64)
+    with pytest.raises(KeyError):
+        sim.job("late")
+    await clock.advance(1)
+    assert sim.job("late").state is JobState.PENDING
+    assert [j.job_id for j in (await sim.snapshot()).jobs] == ["j-1", "t-a", "t-b", "late"]
+
+
+async def test_a_trace_leaves_the_poisson_arrivals_as_they_were() -> None:
+    drawn: list[list[tuple[str, float]]] = []
+    for trace in ((), [(float(60 * i), spec(f"t-{i}", gpus=4, work_s=600)) for i in range(30)]):
+        seen: list[tuple[str, float]] = []
+        drawn.append(seen)
+
+        def make(rng: random.Random, job_id: str, seen: list[tuple[str, float]] = seen) -> SimJobSpec:
+            seen.append((job_id, rng.random()))
+            return spec(job_id, gpus=4, work_s=900)
+
+        clock, sim = build(nodes=3, seed=9, arrivals=Arrivals(6.0, make), trace=trace)
+        await clock.advance(4 * 3600)
+        ids = {r.job_id for r in sim.job_throughput_report()}
+        assert {f"t-{i}" for i in range(len(trace))} <= ids
+    assert len(drawn[0]) >= 10 and drawn[0] == drawn[1]  # same seed: same arrivals, same draws, trace or not
+
+
+def test_a_bad_trace_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        build(trace=[(-1.0, spec("t"))])
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        build(trace=[(math.nan, spec("t"))])
+    with pytest.raises(ValueError, match="repeats a job id"):
+        build(trace=[(1.0, spec("t")), (2.0, spec("t"))])
+    with pytest.raises(ValueError, match="duplicate job id j-1"):
+        build(spec("j-1"), trace=[(5.0, spec("j-1"))])
+    with pytest.raises(ValueError, match="more than the cluster has"):
+        build(trace=[(5.0, spec("t", gpus=17))])
+
+
+async def test_a_submission_may_not_take_an_id_the_trace_will_use() -> None:
+    clock, sim = build(trace=[(600.0, spec("t-1"))])
+    with pytest.raises(ValueError, match="duplicate job id t-1"):
+        sim.submit(spec("t-1"))
+    await clock.advance(600)
+    assert sim.job("t-1").state is JobState.PENDING
+
+
+# ------------------------------------------------------------ snapshots, lazy accounts, scale
+
+
+async def test_snapshots_drop_jobs_completed_over_an_hour_ago_the_report_keeps_them() -> None:
+    clock, sim = build(spec("short", work_s=600), spec("long", work_s=36_000))
+    await clock.advance(600 + KEEP_COMPLETED_S)  # ended exactly an hour ago: still listed, as completed
+    assert [(j.job_id, j.state) for j in (await sim.snapshot()).jobs] == [
+        ("short", JobState.COMPLETED), ("long", JobState.RUNNING)]
+    await clock.advance(1)
+    assert [j.job_id for j in (await sim.snapshot()).jobs] == ["long"]
+    assert sim.job("short").state is JobState.COMPLETED  # still known by id
+    report = {r.job_id: r for r in sim.job_throughput_report()}
+    assert report.keys() == {"short", "long"} and report["short"].state is JobState.COMPLETED
+
+
+async def test_a_job_left_unread_is_accounted_in_full_when_it_changes() -> None:
+    clock, sim = build(spec(work_s=36_000, elapsed_s=0, checkpoint_interval_s=None))
+    await clock.advance(1000)  # nobody reads the job
+    await sim.apply(act(ActionKind.CAP, watts=250))
+    await clock.advance(600)
+    thr = CURVE.throughput_at(250)
+    j = sim.job("j-1")
+    assert (j.elapsed_s, j.lost_s, j.since_checkpoint_s) == pytest.approx((1600, 600 * (1 - thr), 1000 + 600 * thr))
+    assert j.remaining_s == pytest.approx((36_000 - 1000 - 600 * thr) / thr)
+
+
+async def test_reading_often_or_never_gives_the_same_accounts() -> None:
+    finals = []
+    for read_every in (7.0, None):
+        jobs = [spec(f"j-{i}", gpus=g, work_s=w, checkpoint_s=40, restart_s=90, checkpointable=i != 2)
+                for i, (g, w) in enumerate([(8, 5000), (4, 20_000), (4, 3000), (16, 9000), (8, 700)])]
+        clock, sim = build(*jobs, nodes=4, sched_interval_s=10)
+        script = [(100, act(ActionKind.CAP, "j-0", watts=200)), (400, act(ActionKind.PAUSE, "j-1")),
+                  (900, act(ActionKind.CHECKPOINT_STOP, "j-2")), (950, act(ActionKind.CHECKPOINT_STOP, "j-3")),
+                  (1200, act(ActionKind.RESTART, "j-2")), (1500, act(ActionKind.RESUME, "j-1")),
+                  (2000, act(ActionKind.RESTART, "j-3")), (2500, act(ActionKind.UNCAP, "j-0"))]
+        t = 0.0
+        for at, action in [*script, (9000, None)]:
+            while read_every and t + read_every < at:
+                await clock.advance(read_every)
+                t += read_every
+                await sim.snapshot()
+            await clock.advance(at - t)
+            t = at
+            if action is not None:
+                await sim.apply(action)
+        finals.append(((await sim.snapshot()).jobs, sim.modelled_kw()))
+    (often, kw_often), (never, kw_never) = finals
+    assert [(j.job_id, j.state, j.nodes) for j in often] == [(j.job_id, j.state, j.nodes) for j in never]
+    for a, b in zip(often, never, strict=True):
+        assert (a.elapsed_s, a.lost_s, a.remaining_s, a.since_checkpoint_s) == pytest.approx(
+            (b.elapsed_s, b.lost_s, b.remaining_s, b.since_checkpoint_s), abs=1e-6)
+    assert kw_often == kw_never
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_node_index_places_exactly_as_the_reference_rule(data: st.DataObject) -> None:
+    gpn = data.draw(st.sampled_from([4, 8]))
+    names = [f"n{i:03d}" for i in range(data.draw(st.integers(1, 10)))]
+    free = {n: data.draw(st.integers(0, gpn)) for n in names}
+    other = set(data.draw(st.lists(st.sampled_from(names), max_size=2)))
+    held = set(data.draw(st.lists(st.sampled_from(names), max_size=4)))
+    prefer = data.draw(st.lists(st.sampled_from(names), max_size=3, unique=True))
+    gpus = data.draw(st.integers(1, 3 * gpn))
+    pool = NodePool(names, gpn, other)
+    for n, g in free.items():
+        pool.set_free(n, g)
+    pool.held.update(held)
+    plain = {n for n in names if n not in held and n not in other}
+    assert pool.fits_now()(gpus) == (place(dict(free), gpn, gpus, plain, []) is not None)
+    expected_free = dict(free)
+    expected = place(expected_free, gpn, gpus, plain | {n for n in prefer if n in held}, prefer)
+    assert pool.place(gpus, prefer) == expected
+    assert pool.free == expected_free
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 24), min_size=1, max_size=40), st.lists(st.integers(1, 24), max_size=20),
+       st.sets(st.integers(1, 6), max_size=3))
+def test_a_scheduler_pass_places_as_trying_every_queued_job_in_turn(first: list[int], later: list[int],
+                                                                    held: set[int]) -> None:
+    """The pass skips sizes that cannot fit; the reference tries every job in queue order with ``place``."""
+    core = SimCore(MODEL, 6, 8, seed=0, arrivals=None, drained_by_other=(), node_prefix="n", sched_interval_s=30)
+    holds = {f"n{i:03d}" for i in held}
+    core.held.update(holds)
+    free = {n: 8 for n in core.node_names}
+    queue: list[SimJobSpec] = []
+    placed: dict[str, list[tuple[str, int]]] = {}
+
+    def reference_pass() -> None:
+        allowed = {n for n in core.node_names if n not in core.held}
+        for s in list(queue):
+            alloc = place(free, 8, s.gpus, allowed, [])
+            if alloc is not None:
+                queue.remove(s)
+                placed[s.job_id] = alloc
+
+    for batch, name in ((first, "a"), (later, "b")):
+        for i, g in enumerate(batch):
+            s = spec(f"{name}-{i:02d}", gpus=g)
+            core.add(s)
+            queue.append(s)
+        core.schedule()
+        reference_pass()
+        core.release_nodes(holds)  # the second pass sees the held nodes too
+    assert {jid: j.alloc for jid, j in core.jobs.items() if j.alloc} == placed
+    assert [j.spec.job_id for j in core.queue] == [s.job_id for s in queue]
