@@ -94,7 +94,8 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"dcflex replay: unknown strategy {unknown[0]!r} (known: {', '.join(_STRATEGIES)})", file=sys.stderr)
         return 2
     opts = ReplayOptions(mode=args.mode, strategies=strategies, out=Path(args.out) if args.out else None,
-                         plots_dir=Path(args.plots) if args.plots else None, quiet=args.quiet, speed=args.speed)
+                         plots_dir=Path(args.plots) if args.plots else None, quiet=args.quiet, speed=args.speed,
+                         workers=args.workers)
     report = asyncio.run(replay(scn, opts, Console(quiet=args.quiet and not args.table, highlight=False)))
     return 0 if all(report["checks"].values()) else 1
 
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=float, default=None, help="cut the horizon short (events that do not fit are left out)")
     p.add_argument("--events", type=int, default=None, help="only the first N events")
     p.add_argument("--speed", type=float, default=None, help="protocol mode: virtual seconds per wall second")
+    p.add_argument("--workers", type=int, default=None,
+                   help="fast mode: run the strategies in this many processes (default: one per CPU; 1: in this one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     p.add_argument("--table", action="store_true", help="with --quiet: still print the table")
     p.set_defaults(func=_replay)
@@ -230,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for noisy in ("openleadr", "apscheduler", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        if args.command == "replay":  # every strategy's run would log each event's life: the report says it
-            logging.getLogger("dcflex").setLevel(logging.ERROR)
+        if args.command == "replay":  # every strategy's run would log each event's life: the report counts it
+            logging.getLogger("dcflex").setLevel(logging.CRITICAL)
     result: int = args.func(args)
     return result
 

@@ -8,8 +8,13 @@ event's commands undone.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +40,34 @@ class ReplayOptions:
     plots_dir: Path | None = None
     quiet: bool = False
     speed: float | None = None  # protocol mode's compression (None: the scenario's)
+    workers: int | None = None  # fast mode: strategies run in this many processes (None: one per CPU; 1: here)
+
+
+async def _in_processes(scn: LoadedScenario, names: Sequence[str], workers: int,
+                        tick: Callable[[str, float], None]) -> dict[str, StrategyRun]:
+    """Fast mode's strategies side by side, one process each (they share nothing but the scenario, and each
+    rebuilds the same job stream from its seed); progress comes back through a manager's shared values."""
+    loop = asyncio.get_running_loop()
+    ctx = multiprocessing.get_context("spawn")  # a fork would inherit this process's running event loop
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        shares = {n: manager.Value("d", 0.0) for n in names}
+        futures = {n: loop.run_in_executor(pool, _fast_in_process, scn, n, shares[n]) for n in names}
+        pending = set(futures.values())
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.25)
+            for n, share in shares.items():
+                tick(n, share.value)
+        return {n: f.result() for n, f in futures.items()}
+
+
+def _fast_in_process(scn: LoadedScenario, strategy: str, share: Any) -> StrategyRun:
+    """One strategy's fast run in a worker process."""
+    logging.getLogger("dcflex").setLevel(logging.CRITICAL)  # the report counts what the engine would log
+
+    def tick(_: str, done: float) -> None:
+        share.value = done
+
+    return asyncio.run(run_fast(scn, job_stream(scn), strategy, tick))
 
 
 def limited(scn: LoadedScenario, hours: float | None = None, events: int | None = None) -> LoadedScenario:
@@ -58,6 +91,7 @@ async def replay(scn: LoadedScenario, opts: ReplayOptions, console: Console | No
     names = opts.strategies or scn.spec.scenario.strategies
     stream = job_stream(scn)
     runs: dict[str, StrategyRun] = {}
+    workers = opts.workers if opts.workers is not None else min(len(names), os.cpu_count() or 1)
     with Progress(TextColumn("[bold]{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=True, disable=opts.quiet) as bar:
         tasks: dict[str, TaskID] = {n: bar.add_task(n, total=1.0) for n in names}
@@ -65,14 +99,19 @@ async def replay(scn: LoadedScenario, opts: ReplayOptions, console: Console | No
         def tick(name: str, done: float) -> None:
             bar.update(tasks[name], completed=done)
 
+        if mode == "fast" and workers > 1 and len(names) > 1:
+            runs = await _in_processes(scn, names, workers, tick)
         for name in names:
-            if mode == "protocol":
+            if name in runs:
+                pass
+            elif mode == "protocol":
                 from simulators.replay.protocol import run_protocol
 
                 runs[name] = await run_protocol(scn, stream, name, tick, speed=opts.speed)
             else:
                 runs[name] = await run_fast(scn, stream, name, tick)
             bar.update(tasks[name], completed=1.0)
+    runs = {n: runs[n] for n in names}
     report = build(scn, stream, runs, mode)
     render(report, console)
     if opts.out is not None:

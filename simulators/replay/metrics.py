@@ -14,7 +14,8 @@ Definitions (the same for every strategy, so the columns compare):
 - **within tier**: each job's loss over its whole run (before, in and after the windows, and what is
   left) at most its tier's allowance — the contract the tiers promise.
 - **lost GPU-hours**, **interruptions** (pauses and checkpoint-stops sent), **critical jobs touched**
-  (commands sent to a critical job: must be 0), **notice coverage** (announced kW / dropped kW).
+  (commands sent to a critical job: must be 0), **notice coverage** (announced kW / dropped kW), commands
+  carried out and commands that failed (mostly a job that ended just before its command).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def strategy_figures(run: StrategyRun, tolerance_kw: float, rebound_s: float) ->
         "energy_shed_kwh": round(sum(e["energy_shed_kwh"] for e in events), 4),
         "interruptions": interruptions,
         "commands": len(run.commands),
+        "commands_failed": sum(1 for d in run.decisions if d.state == "failed"),
         "notice_coverage": round(covered / dropped, 4) if dropped > 0 else None,
         "events_met_fully": sum(1 for e in events if e["target_met_pct"] == 100.0),
         "hold_minutes": held,

@@ -35,7 +35,6 @@ from simulators.replay.run import (
     Accounts,
     Progress,
     StrategyRun,
-    Submissions,
     build_cluster,
     collect,
     openadr_event,
@@ -77,11 +76,9 @@ async def run_protocol(scn: LoadedScenario, stream: JobStream, strategy: str, pr
             try:
                 await _registered(gateway, serving)
                 accounts.open(cluster)
-                submissions = Submissions(stream, spec.start)
                 pending = sorted(((ev.sent_at, openadr_event(ev, vtn)) for ev in events), key=lambda p: p[0])
                 horizon = (spec.end - spec.start).total_seconds()
                 while clock.now() < spec.end:
-                    submissions.due(cluster, clock.now())
                     while pending and pending[0][0] <= clock.now():
                         vtn.add_raw_event(VEN_ID, pending.pop(0)[1])
                     if serving.done():

@@ -117,22 +117,8 @@ def build_cluster(scn: LoadedScenario, stream: JobStream, clock: Clock) -> Simul
     s = scn.spec.site
     model = site_power_model(scn.gateway.site)
     return SimulatedCluster(clock, model, s.nodes, s.gpus_per_node, stream.initial, seed=scn.spec.scenario.seed,
-                            noise_kw=s.noise_kw, sched_interval_s=s.sched_interval_s, arrivals=stream.arrivals)
-
-
-class Submissions:
-    """A trace's later jobs, submitted to the cluster when their time comes (the runner calls ``due``)."""
-
-    def __init__(self, stream: JobStream, start: datetime) -> None:
-        self._left = [(start + timedelta(seconds=t), spec) for t, spec in stream.later]
-        self._left.reverse()
-
-    def times(self) -> list[datetime]:
-        return [t for t, _ in self._left]
-
-    def due(self, cluster: SimulatedCluster, now: datetime) -> None:
-        while self._left and self._left[-1][0] <= now:
-            cluster.submit(self._left.pop()[1])
+                            noise_kw=s.noise_kw, sched_interval_s=s.sched_interval_s, arrivals=stream.arrivals,
+                            trace=stream.later)
 
 
 def build_engine(scn: LoadedScenario, strategy: str, cluster: SimulatedCluster, clock: Clock, journal: Journal,
@@ -176,14 +162,17 @@ class Accounts:
         # a job submitted during a window starts it with the run its spec says it already had
         self._prior = {s.job_id: s.elapsed_s for s in stream.initial} | {s.job_id: s.elapsed_s for _, s in stream.later}
         self._open: dict[str, JobLedger] = {}
+        self._final: set[str] = set()  # jobs that ended before a window: left out of later ledgers
         self.jobs: dict[str, JobWindow] = {}
 
     def open(self, cluster: SimulatedCluster) -> None:
-        self._open = cluster.ledger()
+        self._open = cluster.ledger(skip=self._final)
 
     def close(self, cluster: SimulatedCluster) -> None:
-        now = cluster.ledger()
+        now = cluster.ledger(skip=self._final)
         for jid, led in now.items():
+            if led.completed and (jid not in self._open or self._open[jid].completed):
+                self._final.add(jid)  # ended before this window: nothing more to count, ever
             before = self._open.get(jid)
             prior = self._prior.get(jid, 0.0)
             done = led.progress_s - (before.progress_s if before else prior)
@@ -225,20 +214,16 @@ async def run_fast(scn: LoadedScenario, stream: JobStream, strategy: str, progre
     payloads = sorted(((ev.sent_at, openadr_event(ev, vtn)) for ev in events), key=lambda p: p[0])
     spans = windows(scn, events)
     accounts = Accounts(stream, spec.report.tier_weights)
-    submissions = Submissions(stream, spec.start)
     out = StrategyRun(strategy=strategy, mode="fast", windows=spans)
     horizon = (spec.end - spec.start).total_seconds()
     task = asyncio.create_task(engine.run())
     try:
         await engine.wait_started()
         for a, b in spans:
-            for t in [*(x for x in submissions.times() if x < a), a]:  # trace jobs arrive on time across a jump
-                if clock.now() < t:
-                    await clock.jump((t - clock.now()).total_seconds())
-                submissions.due(cluster, clock.now())
+            if clock.now() < a:
+                await clock.jump((a - clock.now()).total_seconds())
             accounts.open(cluster)
-            for t in _steps(a, b, spec.scenario.sample_s, [p[0] for p in payloads] + submissions.times()):
-                submissions.due(cluster, clock.now())
+            for t in _steps(a, b, spec.scenario.sample_s, [p[0] for p in payloads]):
                 while payloads and payloads[0][0] <= clock.now():
                     _, raw = payloads.pop(0)
                     await engine.on_event(translate_event(raw, ven_key=VEN_ID, received_at=clock.now()))

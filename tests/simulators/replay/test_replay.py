@@ -42,7 +42,7 @@ def consistent(report: dict[str, Any]) -> None:
 async def test_phoenix_runs_every_strategy_and_dcflex_meets_the_target_within_tiers(tmp_path: Path) -> None:
     scn = load_scenario("phoenix-2025")
     out = tmp_path / "phoenix.json"
-    report = await replay(scn, ReplayOptions(out=out, plots_dir=tmp_path, quiet=True))
+    report = await replay(scn, ReplayOptions(out=out, plots_dir=tmp_path, quiet=True, workers=1))
     consistent(report)
     assert json.loads(out.read_text())["strategies"].keys() == {"dcflex", "priority", "uniform-cap", "pause-all"}
     assert (tmp_path / "phoenix-2025-power.png").stat().st_size > 10_000
@@ -60,10 +60,10 @@ async def test_phoenix_runs_every_strategy_and_dcflex_meets_the_target_within_ti
         assert f["jobs"].keys() == {"p-1", "p-2", "p-3", "p-4", "p-5", "p-6"}
 
 
-@pytest.mark.parametrize(("name", "cut"), [("ercot-emergency", {}), ("price-day", {})])
+@pytest.mark.parametrize(("name", "cut"), [("ercot-emergency", {}), ("price-day", {}), ("year-10k", {"events": 2})])
 async def test_each_shipped_scenario_runs_short_and_its_report_holds_together(name: str, cut: dict[str, Any]) -> None:
     scn = limited(load_scenario(name), **cut) if cut else load_scenario(name)
-    report = await replay(scn, ReplayOptions(quiet=True))
+    report = await replay(scn, ReplayOptions(quiet=True, workers=2))  # strategies in two processes
     consistent(report)
     assert report["scenario"]["events"] >= 1
     d = report["strategies"]["dcflex"]
