@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS actions (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS actions_owner ON actions(owner);
+-- the commands in force (a shed not undone): asked at every notice step, among a year's commands
+CREATE INDEX IF NOT EXISTS actions_open ON actions(state, kind) WHERE undo_of IS NULL;
 CREATE TABLE IF NOT EXISTS prior_caps (
     owner TEXT NOT NULL,
     job_id TEXT NOT NULL,

@@ -21,6 +21,7 @@ Definitions (the same for every strategy, so the columns compare):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -32,10 +33,15 @@ from simulators.replay.run import JobWindow, StrategyRun
 _INTERRUPTS = (ActionKind.PAUSE, ActionKind.CHECKPOINT_STOP)
 
 
-def event_figures(run: StrategyRun, d: Directive, tolerance_kw: float, rebound_s: float) -> dict[str, Any]:
-    """One event's figures for one strategy."""
+def event_figures(run: StrategyRun, d: Directive, tolerance_kw: float, rebound_s: float,
+                  times: list[datetime] | None = None) -> dict[str, Any]:
+    """One event's figures for one strategy (``times``: the readings' times, when the caller has them)."""
+    times = [t for t, _ in run.power] if times is None else times
+    lo = bisect_left(times, d.ramp_start)
+    hi = bisect_right(times, max(d.end + timedelta(seconds=rebound_s), d.end + timedelta(minutes=1)))
+    power = run.power[lo:hi]  # readings are in time order: only the event's span is scanned
     minutes: dict[datetime, list[float]] = defaultdict(list)
-    for t, kw in run.power:
+    for t, kw in power:
         if d.target_by <= t < d.end + timedelta(minutes=1):
             minutes[t.replace(second=0, microsecond=0)].append(kw)
     held = met = 0
@@ -50,9 +56,9 @@ def event_figures(run: StrategyRun, d: Directive, tolerance_kw: float, rebound_s
             if vals and sum(vals) / len(vals) <= target + tolerance_kw:
                 met += 1
         t += timedelta(minutes=1)
-    after = [kw for t, kw in run.power if d.end <= t < d.end + timedelta(seconds=rebound_s)]
-    energy = _energy_shed(run.power, d)
-    hold = [kw for t, kw in run.power if d.target_by <= t < d.end]
+    after = [kw for t, kw in power if d.end <= t < d.end + timedelta(seconds=rebound_s)]
+    energy = _energy_shed(power, d)
+    hold = [kw for t, kw in power if d.target_by <= t < d.end]
     return {
         "event_id": d.event_id,
         "state": run.states.get(d.event_id),
@@ -84,8 +90,9 @@ def _energy_shed(power: list[tuple[datetime, float]], d: Directive) -> float:
 
 def strategy_figures(run: StrategyRun, tolerance_kw: float, rebound_s: float) -> dict[str, Any]:
     """The report's object for one strategy: the required keys first, then the detail."""
-    events = [event_figures(run, d, tolerance_kw, rebound_s) for d in sorted(run.directives.values(),
-                                                                               key=lambda d: d.ramp_start)]
+    times = [t for t, _ in run.power]
+    events = [event_figures(run, d, tolerance_kw, rebound_s, times)
+              for d in sorted(run.directives.values(), key=lambda d: d.ramp_start)]
     held = sum(e["hold_minutes"] for e in events)
     met = sum(e["met_minutes"] for e in events)
     ttt = [e["time_to_target_s"] for e in events if e["time_to_target_s"] is not None]
