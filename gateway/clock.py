@@ -67,14 +67,15 @@ class ManualClock:
     """Time that moves only when a test (or the fast simulator) advances it.
 
     ``sleep`` parks the caller until ``advance`` moves time past its wake-up point, so a test can
-    step an event's life precisely.
+    step an event's life precisely; ``settle`` lets every reaction finish before time moves on.
     """
 
-    def __init__(self, start: datetime) -> None:
+    def __init__(self, start: datetime, *, settle: bool = False) -> None:
         if start.tzinfo is None:
             raise ValueError("ManualClock needs a timezone-aware start")
         self._now = start.astimezone(UTC)
         self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
+        self._settle = settle
 
     def now(self) -> datetime:
         return self._now
@@ -99,8 +100,7 @@ class ManualClock:
             self._now = max(self._now, wake_at)
             if not fut.done():
                 fut.set_result(None)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await self._yield()
         self._now = target
         await asyncio.sleep(0)
 
@@ -118,5 +118,19 @@ class ManualClock:
             self._sleepers.remove(entry)
             if not entry[1].done():
                 entry[1].set_result(None)
-        for _ in range(5):
+        await self._yield()
+
+    async def _yield(self) -> None:
+        """Let the woken run. By default five turns of the loop (what the tests were written against); with
+        ``settle`` until nothing is ready to run, so a chain of reactions (a reading, the wake-up it causes,
+        the re-plan and its commands) all happens at the time that caused it, as it would in real time: the
+        fast replay simulator needs that, or each reaction would land a step late."""
+        if not self._settle:
+            for _ in range(5):
+                await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        for _ in range(10_000):
             await asyncio.sleep(0)
+            if not getattr(loop, "_ready", None):  # CPython's queue of callbacks ready to run
+                return

@@ -108,6 +108,9 @@ class PolicyConfig(Section):
     reference_price_per_mwh: float = Field(
         default=50.0, allow_inf_nan=False, description="the price priceRelative adds to and priceMultiplier multiplies"
     )
+    headroom_kw: NonNegFloat = Field(
+        default=0.0, description="plans aim this far below the target, so a job starting does not put the site over it"
+    )
     objective: Literal["gpu-throughput", "weighted-jobs"] = Field(
         default="gpu-throughput",
         description="what power caps keep: the most GPU-throughput, or the most weighted job throughput (tier_weights)",
@@ -116,6 +119,13 @@ class PolicyConfig(Section):
         default_factory=lambda: {t: 1.0 for t in Tier},
         description="weighted-jobs: each tier's weight (a job counts once, whatever its size); missing tiers weigh 1",
     )
+
+    @model_validator(mode="after")
+    def _headroom(self) -> PolicyConfig:
+        if self.headroom_kw >= self.replan_drift_kw:
+            raise ValueError("headroom_kw must be below replan_drift_kw (else the site, held below the target, "
+                             "would give commands back and take them again)")
+        return self
 
     @field_validator("simple_levels")
     @classmethod

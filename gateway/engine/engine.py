@@ -86,6 +86,7 @@ class Engine(OperatorOverrides):
             min_cap_w=site.min_cap_w,
             max_cap_w=site.max_cap_w,
             job_weights=settings.policy.tier_weights if settings.policy.objective == "weighted-jobs" else None,
+            headroom_kw=settings.policy.headroom_kw,
         )
         self.history = PowerHistory()
         self.runs: dict[str, Run] = {}
@@ -315,6 +316,10 @@ class Engine(OperatorOverrides):
                             facts = {"kw": kw, "target_kw": target, "time_to_target_s": ttt}
                             await self._emit("target_reached", run.event_id, facts)
                 active = [r for r in self.runs.values() if r.state in _ACTIVE]
+                if target is not None and kw > target + self.settings.policy.tolerance_kw:
+                    for run in active:  # over target: check now rather than at the next periodic check
+                        run.next_check = now
+                    self._wake.set()
                 await self._emit("power", "", self.out.power_facts(now, kw, target, active))
                 await self._notices_step(now, kw)
             await self.clock.sleep(self.settings.sample_interval_s)

@@ -55,14 +55,15 @@ def _plan_now(directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPo
         notes.append(f"nothing to shed: event {directive.event_id} ends at {_iso(directive.end)}, "
                      f"no target or price is in force at {_iso(now)}")
         return _plan(directive, now, None if economic else target, current, None, None, notes)
-    if target is not None and snapshot.site_kw is not None and snapshot.site_kw - target <= policy.tolerance_kw:
-        notes.append(_at_target(snapshot.site_kw, target))
+    aim = None if target is None else target - policy.headroom_kw  # below the target by the site's margin
+    if aim is not None and snapshot.site_kw is not None and snapshot.site_kw - aim <= policy.tolerance_kw:
+        notes.append(_at_target(snapshot.site_kw, target))  # type: ignore[arg-type]
         return _plan(directive, now, target, snapshot.site_kw, None, None, notes)
 
     found = scan(snapshot, policy, window_s, price)
     current = snapshot.site_kw if snapshot.site_kw is not None else found.model_kw
-    if target is not None:
-        need = current - target
+    if target is not None and aim is not None:
+        need = current - aim
         if need <= policy.tolerance_kw:
             notes.append(_at_target(current, target))
             return _plan(directive, now, target, current, None, None, notes)

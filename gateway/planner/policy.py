@@ -39,6 +39,9 @@ class PlannerPolicy:
     GPU-hour of work is worth the same); a weight per tier keeps the most weighted job throughput
     (Σ weight × throughput kept, each job counted once whatever its size), the objective of a site that
     values jobs rather than GPU-hours, like the Phoenix field demonstration's tier weights.
+
+    ``headroom_kw`` is how far below the target plans aim, so a job starting or a noisy meter does not
+    put the site over it before the next re-plan; a shortfall is still measured against the target.
     """
 
     model: PowerModel
@@ -48,6 +51,7 @@ class PlannerPolicy:
     max_cap_w: float = 400.0
     allow_checkpoint_stop: bool = True
     job_weights: Mapping[Tier, float] | None = None
+    headroom_kw: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.ramp_rate_kw_per_min) and self.ramp_rate_kw_per_min > 0):
@@ -56,5 +60,7 @@ class PlannerPolicy:
             raise PlanningError(f"tolerance_kw must be >= 0, got {self.tolerance_kw!r}")
         if not (math.isfinite(self.min_cap_w) and math.isfinite(self.max_cap_w) and 0 < self.min_cap_w < self.max_cap_w):
             raise PlanningError(f"need 0 < min_cap_w < max_cap_w, got {self.min_cap_w!r} and {self.max_cap_w!r}")
+        if not (math.isfinite(self.headroom_kw) and self.headroom_kw >= 0):
+            raise PlanningError(f"headroom_kw must be >= 0, got {self.headroom_kw!r}")
         if self.job_weights is not None and any(not (math.isfinite(w) and w >= 0) for w in self.job_weights.values()):
             raise PlanningError(f"job weights must be finite and >= 0, got {dict(self.job_weights)!r}")

@@ -204,7 +204,7 @@ async def run_fast(scn: LoadedScenario, stream: JobStream, strategy: str, progre
     """One strategy over the scenario on a virtual clock (see the module docstring)."""
     wall0 = time.perf_counter()
     spec = scn.spec
-    clock = ManualClock(spec.start)
+    clock = ManualClock(spec.start, settle=True)
     cluster = build_cluster(scn, stream, clock)
     recorder = Recorder()
     journal = Journal(":memory:")

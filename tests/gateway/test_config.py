@@ -244,3 +244,9 @@ class TestFiles:
             load_config(path)
         assert info.value.source == str(path)
         assert [p for p, _ in info.value.problems] == ["site.nodes"]
+
+
+def test_headroom_must_stay_below_the_drift_that_would_give_commands_back() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config_text("[policy]\nheadroom_kw = 30\nreplan_drift_kw = 20\n")
+    assert "headroom_kw must be below replan_drift_kw" in str(err.value)

@@ -49,3 +49,18 @@ def test_a_heavier_tier_is_spared_when_sizes_are_equal() -> None:
 def test_weights_must_be_finite_and_not_negative() -> None:
     with pytest.raises(PlanningError, match="job weights"):
         policy(job_weights={Tier.FLEX_50: -1.0})
+
+
+def test_headroom_aims_below_the_target_but_a_shortfall_is_measured_against_it() -> None:
+    snap = snapshot(*jobs())
+    target = MODEL.site_kw(snap) - 6.0
+    plain = plan(directive(target), snap, policy(tolerance_kw=0.01), NOW)
+    roomy = plan(directive(target), snap, policy(tolerance_kw=0.01, headroom_kw=2.0), NOW)
+    assert plain.expected_kw == pytest.approx(target, abs=0.05)
+    assert roomy.expected_kw == pytest.approx(target - 2.0, abs=0.05)
+    assert roomy.target_kw == target and roomy.shortfall is None
+    at_target = plan(directive(MODEL.site_kw(snap) - 1.0), snapshot(*jobs(), site_kw=MODEL.site_kw(snap) - 1.0),
+                     policy(tolerance_kw=0.01, headroom_kw=2.0), NOW)
+    assert at_target.shed  # at the target but not below it by the headroom: still sheds
+    with pytest.raises(PlanningError, match="headroom_kw"):
+        policy(headroom_kw=-1.0)
