@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         if args.command == "replay":  # every strategy's run would log each event's life: the report counts it
             logging.getLogger("dcflex").setLevel(logging.CRITICAL)
+            logging.getLogger("openleadr").setLevel(logging.ERROR)  # its VTN's advice on VEN lookups, per run
     result: int = args.func(args)
     return result
 

@@ -3,7 +3,8 @@
 Definitions (the same for every strategy, so the columns compare):
 
 - **target met**: the share of hold minutes (from the time the target is due to the event's end) whose
-  meter readings average at or below the target plus the tolerance; a minute with no reading is missed.
+  meter readings average at or below the target plus the tolerance; a minute with no reading takes the
+  last one if it is at most 90 s old (a compressed clock's jitter), else it is missed.
 - **time to target**: from the ramp start to the first reading at or below target + tolerance.
 - **rebound peak**: the highest reading within the rebound window after the event's end.
 - **energy shed**: ∫ (baseline − site power) from the ramp start to the event's end, in kWh; a reading
@@ -31,6 +32,7 @@ from gateway.domain import ActionKind, Directive, Tier
 from simulators.replay.run import JobWindow, StrategyRun
 
 _INTERRUPTS = (ActionKind.PAUSE, ActionKind.CHECKPOINT_STOP)
+_CARRY_S = 90.0  # a minute without a reading takes the last one if it is at most this old, else it is missed
 
 
 def event_figures(run: StrategyRun, d: Directive, tolerance_kw: float, rebound_s: float,
@@ -48,11 +50,18 @@ def event_figures(run: StrategyRun, d: Directive, tolerance_kw: float, rebound_s
     t = d.target_by.replace(second=0, microsecond=0)
     if t < d.target_by:
         t += timedelta(minutes=1)
+    last: tuple[datetime, float] | None = None  # the latest reading before the minute
+    for_minute = iter(power)
+    pending = next(for_minute, None)
     while t < d.end:
+        while pending is not None and pending[0] < t:
+            last, pending = pending, next(for_minute, None)
         target = d.target_at(t)
         if target is not None:
             held += 1
             vals = minutes.get(t)
+            if not vals and last is not None and (t - last[0]).total_seconds() <= _CARRY_S:
+                vals = [last[1]]  # a reading that fell just before the minute (a jittery clock) still holds
             if vals and sum(vals) / len(vals) <= target + tolerance_kw:
                 met += 1
         t += timedelta(minutes=1)
