@@ -22,13 +22,18 @@ from gateway.config import load_config
 from gateway.exceptions import ConfigError, DcflexError
 
 
+def _problems(exc: ConfigError) -> None:
+    """Every problem of a configuration or scenario, one a line, with its key path."""
+    print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
+    for path, msg in exc.problems:
+        print(f"  {path}: {msg}", file=sys.stderr)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.file)
     except ConfigError as exc:
-        print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for path, msg in exc.problems:
-            print(f"  {path}: {msg}", file=sys.stderr)
+        _problems(exc)
         return 2
     print(f"{args.file}: OK (scheduler {cfg.scheduler.kind}, site {cfg.site.site_id}, "
           f"{cfg.site.nodes} nodes x {cfg.site.gpus_per_node} GPUs, journal {cfg.journal.path})")
@@ -82,9 +87,7 @@ def _replay(args: argparse.Namespace) -> int:
     try:
         scn = load_scenario(args.scenario)
     except ScenarioError as exc:
-        print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for key, msg in exc.problems:
-            print(f"  {key}: {msg}", file=sys.stderr)
+        _problems(exc)
         return 2
     if args.hours is not None or args.events is not None:
         scn = limited(scn, hours=args.hours, events=args.events)

@@ -81,7 +81,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             try:
                 event_start = clock.now() + LEAD
                 end = event_start + DURATION
-                await _wait_registered(gateway, serving)
+                await wait_registered(gateway, serving)
                 event_id = vtn.add_event(
                     ven_id=VEN_ID, signal_name="LOAD_CONTROL", signal_type="x-loadControlPercentOffset",
                     intervals=[(DURATION, SHED_PCT)], start=event_start, ramp=RAMP, recovery=RECOVERY,
@@ -111,14 +111,15 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     return report
 
 
-async def _wait_registered(gateway: Gateway, serving: asyncio.Task[None]) -> None:
-    for _ in range(200):
+async def wait_registered(gateway: Gateway, serving: asyncio.Task[None], timeout_s: float = 10.0) -> None:
+    """Until the gateway's VEN has registered with the local VTN (the gateway's failure, if it stopped)."""
+    for _ in range(int(timeout_s / 0.05)):
         if gateway.ven.registration_id:
             return
         if serving.done():
             serving.result()
         await asyncio.sleep(0.05)
-    raise RuntimeError("the VEN did not register with the local VTN within 10 s")
+    raise RuntimeError(f"the VEN did not register with the local VTN within {timeout_s:g} s")
 
 
 async def _run_until(clock: ScaledClock, until: datetime, console: Console, serving: asyncio.Task[None],

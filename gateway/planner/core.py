@@ -7,6 +7,7 @@ job id and every sum over jobs is exact (``math.fsum`` over GPU counts grouped b
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
 
@@ -37,36 +38,53 @@ def plan(directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPolicy,
             gc.enable()
 
 
-def _plan_now(directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPolicy, now: datetime) -> Plan:
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a directive asks from ``now`` on: when shedding may start, the window left, and the strictest
+    target (target mode) or the highest price (economic mode) of the segments not yet ended."""
+
+    start: datetime
+    window_s: float
+    economic: bool
+    target: float | None
+    price: float | None
+
+
+def asked(directive: Directive, now: datetime) -> Asked:
+    """Read the directive as every planner (the gateway's and the replay's baselines) must."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise PlanningError(f"planning time must be timezone-aware, got naive {now.isoformat()}")
     live = [s for s in directive.segments if s.end > now]
     start = max(now, directive.ramp_start)
-    window_s = (directive.end - start).total_seconds()
     economic = directive.economic
     prices = [s.price_per_mwh for s in live if s.price_per_mwh is not None]
     targets = [s.target_kw for s in live if s.target_kw is not None]
-    target = None if economic or not targets else min(targets)
-    price = max(prices) if economic and prices else None
+    return Asked(start=start, window_s=(directive.end - start).total_seconds(), economic=economic,
+                 target=None if economic or not targets else min(targets),
+                 price=max(prices) if economic and prices else None)
+
+
+def _plan_now(directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPolicy, now: datetime) -> Plan:
+    ask = asked(directive, now)
+    start, window_s, economic, target, price = ask.start, ask.window_s, ask.economic, ask.target, ask.price
     notes: list[str] = []
 
     if window_s <= 0.0 or (target is None and price is None):
         current = snapshot.site_kw if snapshot.site_kw is not None else policy.model.site_kw(snapshot)
-        notes.append(f"nothing to shed: event {directive.event_id} ends at {_iso(directive.end)}, "
-                     f"no target or price is in force at {_iso(now)}")
-        return _plan(directive, now, None if economic else target, current, None, None, notes)
+        notes.append(nothing_to_shed_note(directive, now))
+        return assemble(directive, now, None if economic else target, current, None, None, notes)
     aim = None if target is None else target - policy.headroom_kw  # below the target by the site's margin
     if aim is not None and snapshot.site_kw is not None and snapshot.site_kw - aim <= policy.tolerance_kw:
-        notes.append(_at_target(snapshot.site_kw, target))  # type: ignore[arg-type]
-        return _plan(directive, now, target, snapshot.site_kw, None, None, notes)
+        notes.append(at_target_note(snapshot.site_kw, target))  # type: ignore[arg-type]
+        return assemble(directive, now, target, snapshot.site_kw, None, None, notes)
 
     found = scan(snapshot, policy, window_s, price)
     current = snapshot.site_kw if snapshot.site_kw is not None else found.model_kw
     if target is not None and aim is not None:
         need = current - aim
         if need <= policy.tolerance_kw:
-            notes.append(_at_target(current, target))
-            return _plan(directive, now, target, current, None, None, notes)
+            notes.append(at_target_note(current, target))
+            return assemble(directive, now, target, current, None, None, notes)
         runs, choices = select_for_target(found, need)
     else:
         need = 0.0
@@ -85,14 +103,14 @@ def _plan_now(directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPo
     shortfall = None
     if target is not None and expected - target > policy.tolerance_kw:
         shortfall = Shortfall(kw=expected - target, reason=_why_short(found, timed, need, expected - target, current, policy))
-    notes += _timing_notes(directive, start, timed, shed_kw, policy)
+    notes += timing_notes(directive, start, timed, shed_kw, policy)
     if snapshot.site_kw is not None and shed_kw > 0 and current < found.model_kw - policy.tolerance_kw:
         notes.append(f"the meter reads {current:.0f} kW, below the model's {found.model_kw:.0f} kW: the "
                      f"expected load may be optimistic")
-    return _plan(directive, now, target, expected, shortfall, timed, notes)
+    return assemble(directive, now, target, expected, shortfall, timed, notes)
 
 
-def _plan(directive: Directive, now: datetime, target: float | None, expected: float, shortfall: Shortfall | None,
+def assemble(directive: Directive, now: datetime, target: float | None, expected: float, shortfall: Shortfall | None,
           timed: Timed | None, notes: list[str]) -> Plan:
     shed = tuple(timed.shed) if timed else ()
     restore = tuple(timed.restore) if timed else ()
@@ -121,15 +139,20 @@ def _job_loss(timed: Timed) -> tuple[tuple[str, float], ...]:
     return tuple(pairs)
 
 
-def _at_target(current: float, target: float) -> str:
+def at_target_note(current: float, target: float) -> str:
     return f"no shed needed: the site draws {current:.0f} kW against a target of {target:.0f} kW"
+
+
+def nothing_to_shed_note(directive: Directive, now: datetime) -> str:
+    return (f"nothing to shed: event {directive.event_id} ends at {_iso(directive.end)}, "
+            f"no target or price is in force at {_iso(now)}")
 
 
 def _iso(t: datetime) -> str:
     return t.isoformat(timespec="seconds")
 
 
-def _timing_notes(directive: Directive, start: datetime, timed: Timed, shed_kw: float, policy: PlannerPolicy) -> list[str]:
+def timing_notes(directive: Directive, start: datetime, timed: Timed, shed_kw: float, policy: PlannerPolicy) -> list[str]:
     notes = []
     rate = policy.ramp_rate_kw_per_min
     if timed.runs or timed.kept:

@@ -41,10 +41,9 @@ from datetime import datetime
 from typing import NamedTuple
 
 from gateway.domain import ActionKind, ClusterSnapshot, Directive, Job, JobState, Plan, Shortfall, Tier
-from gateway.exceptions import PlanningError
 from gateway.planner import PlannerPolicy, plan
 from gateway.planner.actions import Timed, build
-from gateway.planner.core import _at_target, _iso, _plan, _timing_notes
+from gateway.planner.core import asked, assemble, at_target_note, nothing_to_shed_note, timing_notes
 from gateway.planner.levers import Choice, CurveTable, allowance, curve_table, lever_loss
 from gateway.planner.policy import MIN_SHED_KW
 from gateway.planner.shed import duplicate_job
@@ -281,27 +280,18 @@ def _choose_uniform(s: _Survey, policy: PlannerPolicy, need: float, price: float
 def _run(choose: _Strategy, directive: Directive, snapshot: ClusterSnapshot, policy: PlannerPolicy,
          now: datetime) -> Plan:
     """The frame the planner puts round its choice (``gateway.planner.core``), with ``choose`` as the choice."""
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise PlanningError(f"planning time must be timezone-aware, got naive {now.isoformat()}")
-    live = [s for s in directive.segments if s.end > now]
-    start = max(now, directive.ramp_start)
-    window_s = (directive.end - start).total_seconds()
-    economic = directive.economic
-    prices = [s.price_per_mwh for s in live if s.price_per_mwh is not None]
-    targets = [s.target_kw for s in live if s.target_kw is not None]
-    target = None if economic or not targets else min(targets)
-    price = max(prices) if economic and prices else None
+    ask = asked(directive, now)
+    start, window_s, economic, target, price = ask.start, ask.window_s, ask.economic, ask.target, ask.price
     found = _survey(snapshot, policy)
     current = snapshot.site_kw if snapshot.site_kw is not None else found.model_kw
     if window_s <= 0.0 or (target is None and price is None):
-        note = (f"nothing to shed: event {directive.event_id} ends at {_iso(directive.end)}, no target or price is in "
-                f"force at {_iso(now)}")
-        return _plan(directive, now, None if economic else target, current, None, None, [note])
+        return assemble(directive, now, None if economic else target, current, None, None,
+                        [nothing_to_shed_note(directive, now)])
     need = 0.0
     if target is not None:
         need = current - target
         if need <= policy.tolerance_kw:
-            return _plan(directive, now, target, current, None, None, [_at_target(current, target)])
+            return assemble(directive, now, target, current, None, None, [at_target_note(current, target)])
     pick = choose(found, policy, need, price, window_s)
     timed = build(directive.event_id, [], pick.choices, None, start, window_s, directive.end, policy.ramp_rate_kw_per_min)
     _relabel(timed, pick.reasons)
@@ -310,8 +300,8 @@ def _run(choose: _Strategy, directive: Directive, snapshot: ClusterSnapshot, pol
     if target is not None and expected - target > policy.tolerance_kw:
         shortfall = Shortfall(kw=expected - target, reason=_why_short(found, timed, pick, need, expected - target, current,
                                                                       policy))
-    notes = pick.notes + _timing_notes(directive, start, timed, timed.shed_kw, policy)
-    return _plan(directive, now, target, expected, shortfall, timed, notes)
+    notes = pick.notes + timing_notes(directive, start, timed, timed.shed_kw, policy)
+    return assemble(directive, now, target, expected, shortfall, timed, notes)
 
 
 def _relabel(timed: Timed, reasons: dict[str, str]) -> None:

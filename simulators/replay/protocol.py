@@ -27,6 +27,7 @@ from gateway.config import DcflexConfig
 from gateway.domain import Directive
 from gateway.journal import Journal
 from gateway.power.site import site_power_model
+from simulators.demo import wait_registered
 from simulators.effects import Recorder
 from simulators.replay.baselines import STRATEGIES
 from simulators.replay.jobs import JobStream
@@ -74,7 +75,7 @@ async def run_protocol(scn: LoadedScenario, stream: JobStream, strategy: str, pr
                               relax=strategy == "dcflex")
             serving = asyncio.create_task(gateway.serve())
             try:
-                await _registered(gateway, serving)
+                await wait_registered(gateway, serving)
                 accounts.open(cluster)
                 pending = sorted(((ev.sent_at, openadr_event(ev, vtn)) for ev in events), key=lambda p: p[0])
                 horizon = (spec.end - spec.start).total_seconds()
@@ -132,13 +133,3 @@ def unshift(run: StrategyRun, by: timedelta) -> StrategyRun:
     for drop in run.drops:
         drop["at"] = (datetime.fromisoformat(str(drop["at"])) - by).isoformat()
     return run
-
-
-async def _registered(gateway: Gateway, serving: asyncio.Task[None]) -> None:
-    for _ in range(400):
-        if gateway.ven.registration_id:
-            return
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.025)
-    raise RuntimeError("the gateway's VEN did not register with the replay VTN within 10 s")
