@@ -198,14 +198,20 @@ def _why_short(found: Scan, timed: Timed, need: float, gap: float, current: floa
     if found.busy_n:
         draw = f" ({found.busy_kw:.0f} kW)" if found.busy_kw >= 0.5 else ""
         parts.append(f"{found.busy_n} job(s) already paused or in transition{draw} are left as they are")
+    parts += site_short_reasons(timed, found.floor_kw, current - found.model_kw, policy)
+    body = "; ".join(parts) if parts else "no running job can shed more"
+    return f"{gap:.0f} kW of {need:.0f} kW needed is out of reach: {body}"
+
+
+def site_short_reasons(timed: Timed, floor_kw: float, other_kw: float, policy: PlannerPolicy) -> list[str]:
+    """The parts of a shortfall no strategy's choice explains: the ramp, the idle floor, load not from jobs."""
+    parts = []
     if timed.dropped_n:
         parts.append(f"{timed.dropped_kw:.0f} kW of commands could not start before the event ends at "
                      f"{policy.ramp_rate_kw_per_min:g} kW/min")
-    if found.floor_kw > 0.5:
-        parts.append(f"{found.floor_kw:.0f} kW is idle GPU and node draw that no lever removes")
-    other = current - found.model_kw
-    if other > policy.tolerance_kw:
-        parts.append(f"{other:.0f} kW of the metered load is not from the jobs")
-    body = "; ".join(parts) if parts else "no running job can shed more"
-    return f"{gap:.0f} kW of {need:.0f} kW needed is out of reach: {body}"
+    if floor_kw > 0.5:
+        parts.append(f"{floor_kw:.0f} kW is idle GPU and node draw that no lever removes")
+    if other_kw > policy.tolerance_kw:
+        parts.append(f"{other_kw:.0f} kW of the metered load is not from the jobs")
+    return parts
 

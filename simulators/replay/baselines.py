@@ -43,7 +43,14 @@ from typing import NamedTuple
 from gateway.domain import ActionKind, ClusterSnapshot, Directive, Job, JobState, Plan, Shortfall, Tier
 from gateway.planner import PlannerPolicy, plan
 from gateway.planner.actions import Timed, build
-from gateway.planner.core import asked, assemble, at_target_note, nothing_to_shed_note, timing_notes
+from gateway.planner.core import (
+    asked,
+    assemble,
+    at_target_note,
+    nothing_to_shed_note,
+    site_short_reasons,
+    timing_notes,
+)
 from gateway.planner.levers import Choice, CurveTable, allowance, curve_table, lever_loss
 from gateway.planner.policy import MIN_SHED_KW
 from gateway.planner.shed import duplicate_job
@@ -317,14 +324,7 @@ def _why_short(found: _Survey, timed: Timed, pick: _Pick, need: float, gap: floa
         parts.append(f"{found.critical_n} critical job(s) ({found.critical_kw:.0f} kW) are never touched")
     if found.busy_n:
         parts.append(f"{found.busy_n} job(s) already paused or in transition are left as they are")
-    if timed.dropped_n:
-        parts.append(f"{timed.dropped_kw:.0f} kW of commands could not start before the event ends at "
-                     f"{policy.ramp_rate_kw_per_min:g} kW/min")
-    if found.floor_kw > 0.5:
-        parts.append(f"{found.floor_kw:.0f} kW is idle GPU and node draw that no lever removes")
-    other = current - found.model_kw
-    if other > policy.tolerance_kw:
-        parts.append(f"{other:.0f} kW of the metered load is not from the jobs")
+    parts += site_short_reasons(timed, found.floor_kw, current - found.model_kw, policy)
     return f"{gap:.0f} kW of {need:.0f} kW needed is out of reach: {'; '.join(parts)}"
 
 

@@ -33,16 +33,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
 from gateway.config import DcflexConfig
 from gateway.config.loader import describe_problem
+from gateway.config.models import Fraction, NonNegFloat, PositiveFloat, Section
 from gateway.domain import Tier
 from gateway.exceptions import ScenarioError
 
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Range = tuple[NonNegFloat, NonNegFloat]
 
 STRATEGY_NAMES = ("dcflex", "priority", "uniform-cap", "pause-all")
@@ -53,8 +51,6 @@ PHOENIX_TIER_WEIGHTS: dict[Tier, float] = {
 }
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _ordered(name: str, r: tuple[float, float]) -> tuple[float, float]:
@@ -63,7 +59,7 @@ def _ordered(name: str, r: tuple[float, float]) -> tuple[float, float]:
     return r
 
 
-class ScenarioMeta(_Section):
+class ScenarioMeta(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str = ""
     seed: int = 0
@@ -88,7 +84,7 @@ class ScenarioMeta(_Section):
         return v
 
 
-class SiteSpec(_Section):
+class SiteSpec(Section):
     nodes: int = Field(ge=1, le=100_000)
     gpus_per_node: int = Field(default=8, ge=1, le=64)
     gpu_model: str = "A100"
@@ -104,7 +100,7 @@ class SiteSpec(_Section):
         return self.nodes * self.gpus_per_node
 
 
-class GeneratorSpec(_Section):
+class GeneratorSpec(Section):
     """Synthetic jobs: the cluster filled to ``fill`` at the start, then Poisson arrivals."""
 
     fill: Fraction = 0.9
@@ -142,7 +138,7 @@ class GeneratorSpec(_Section):
         return v
 
 
-class JobsSpec(_Section):
+class JobsSpec(Section):
     trace: Path | None = Field(default=None, description="CSV of jobs, relative to the scenario file")
     generator: GeneratorSpec | None = None
 
@@ -161,7 +157,7 @@ SIGNAL_TYPES = {
 }
 
 
-class EventSpec(_Section):
+class EventSpec(Section):
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     start: AwareDatetime
     duration_min: PositiveFloat = Field(le=7 * 24 * 60)
@@ -194,7 +190,7 @@ class EventSpec(_Section):
         return self.start - timedelta(minutes=self.ramp_up_min + self.notice_min)
 
 
-class EventGenerator(_Section):
+class EventGenerator(Section):
     """Many events drawn from the seed: ``count`` days of the horizon (from ``months`` and ``weekdays``, one
     event a day at most), each starting in ``start_hour`` (local to the scenario's start), with the rest
     drawn from the ranges."""
@@ -231,13 +227,13 @@ class EventGenerator(_Section):
         return v
 
 
-class ReportSpec(_Section):
+class ReportSpec(Section):
     tier_weights: dict[Tier, NonNegFloat] = Field(default_factory=lambda: dict(PHOENIX_TIER_WEIGHTS))
     rebound_window_min: PositiveFloat = 60.0
     tolerance_kw: NonNegFloat | None = Field(default=None, description="default: the gateway's policy.tolerance_kw")
 
 
-class Scenario(_Section):
+class Scenario(Section):
     scenario: ScenarioMeta
     site: SiteSpec
     jobs: JobsSpec
