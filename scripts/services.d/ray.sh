@@ -3,7 +3,8 @@
 #
 # Why it looks like this:
 # - Nothing from apt: when .venv/bin/ray is missing, svc_start installs the `ray` extra of the project
-#   (pyproject.toml: ray[default,serve,train]) into .venv with pip. The gateway never imports ray; only this head
+#   (pyproject.toml: ray[default,serve,train]) into .venv from the lock (uv.lock, hashes checked) with the
+#   project's uv, as the Makefile does for the rest. The gateway never imports ray; only this head
 #   and its jobs do (jobs run .venv/bin/python, so they can import the job-side helper, gateway.jobside).
 # - Non-default ports on purpose: the dashboard (Jobs and Serve REST APIs) on 127.0.0.1:18265
 #   ($DCFLEX_RAY_DASHBOARD_PORT), GCS on 16379, the Ray client server on 16380, and workers on 21000-21999.
@@ -55,10 +56,13 @@ svc_present() {
 }
 
 _ray_install() {
-  echo "ray: installing ray[default,serve,train] into $ROOT/.venv (pip install -e \"${ROOT}[ray]\")"
-  "$ROOT/.venv/bin/pip" install -q -e "${ROOT}[ray]" >"$SVC_DIR/log/pip.log" 2>&1 || {
-    echo "ray: pip install failed; see $SVC_DIR/log/pip.log" >&2
-    tail -n 20 "$SVC_DIR/log/pip.log" >&2
+  echo "ray: installing ray[default,serve,train] into $ROOT/.venv from uv.lock (uv sync --extra ray)"
+  [ -x "$ROOT/.venv/bin/uv" ] || { echo "ray: missing $ROOT/.venv/bin/uv: run make (it sets up .venv) first" >&2; return 1; }
+  # --inexact keeps what the Makefile installed; --frozen installs exactly the lock, never re-resolves.
+  ( cd "$ROOT" && UV_PROJECT_ENVIRONMENT="$ROOT/.venv" UV_PYTHON_DOWNLOADS=never "$ROOT/.venv/bin/uv" sync \
+      --frozen --inexact --group build --group tools --extra dev --extra ray ) >"$SVC_DIR/log/install.log" 2>&1 || {
+    echo "ray: uv sync failed; see $SVC_DIR/log/install.log" >&2
+    tail -n 20 "$SVC_DIR/log/install.log" >&2
     return 1
   }
 }
@@ -178,6 +182,13 @@ svc_start() {
     sleep 0.3
   done
   echo "ray: head up in $((SECONDS - t0)) s, dashboard $(_ray_url) (GCS 127.0.0.1:$RAY_GCS_PORT, temp dir $tmp)"
+}
+
+svc_version() {  # the running head's own word (GET /api/version), else the installed package's
+  local v
+  v=$(curl -sf --max-time 3 "$(_ray_url)/api/version" 2>/dev/null | sed -n 's/.*"ray_version": *"\([^"]*\)".*/\1/p') || true
+  [ -n "$v" ] || v=$("$ROOT/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ray"))' 2>/dev/null) || true
+  echo "ray ${v:-unknown}"
 }
 
 svc_env() {
