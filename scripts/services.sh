@@ -12,6 +12,7 @@
 #   svc_start    -> start it in the background (state under $SVC_DIR), return when it answers
 #   svc_stop     -> stop it (idempotent)
 #   svc_env      -> print KEY=VALUE lines the tests read
+#   svc_version  -> (optional) print "name version" of what svc_start started; the test session's header shows it
 # Adding a service means adding a file; nothing here changes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,10 +51,13 @@ install_one() {
 start_one() { echo "services: starting $(basename "$1" .sh)"; run_in "$1" svc_start; }
 stop_one() { run_in "$1" svc_stop || true; }
 env_one() { run_in "$1" svc_env; }
+version_one() { ( source "$1"; declare -F svc_version >/dev/null ) && run_in "$1" svc_version || true; }
 
 case "${1:-}" in
-  up)   each_service install_one; each_service start_one; each_service env_one > "$state/env" ;;
+  up)   each_service install_one; each_service start_one; each_service env_one > "$state/env"
+        each_service version_one > "$state/versions"; sed 's/^/services: version /' "$state/versions" ;;
   down) each_service stop_one ;;
   env)  each_service env_one ;;
-  *)    echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  versions) each_service version_one ;;
+  *)    echo "usage: $0 up|down|env|versions" >&2; exit 2 ;;
 esac

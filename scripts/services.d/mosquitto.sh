@@ -311,6 +311,12 @@ svc_start() {
   _mq_run
 }
 
+svc_version() {  # mosquitto -h prints "mosquitto version X" first (and exits 3)
+  local bin v
+  bin=$(_mq_which mosquitto) && v=$("$bin" -h 2>&1 | sed -n '1s/^mosquitto version //p') || true
+  echo "mosquitto ${v:-unknown}"
+}
+
 svc_env() {
   local tls_port=""
   echo "DCFLEX_TEST_MQTT_HOST=127.0.0.1"

@@ -315,6 +315,12 @@ svc_start() {
   echo "slurm: node $node idle (controller 127.0.0.1:$SLURM_CTLD_PORT, conf $conf)"
 }
 
+svc_version() {  # slurmctld -V prints "slurm-wlm X" (Debian) or "slurm X"
+  local bin v
+  bin=$(_slurm_which slurmctld) && v=$("$bin" -V 2>&1 | head -n1) || true
+  echo "slurm ${v:-unknown}"
+}
+
 svc_env() {
   echo "SLURM_CONF=$(_slurm_conf)"
   echo "DCFLEX_SLURM_NODE=$(_slurm_node)"

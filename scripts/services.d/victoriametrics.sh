@@ -168,6 +168,13 @@ svc_start() {
   _vm_run
 }
 
+svc_version() {  # -version prints the release (empty in Debian's build: then the package's version)
+  local bin v
+  bin=$(_vm_which victoria-metrics) && v=$("$bin" -version 2>&1 | head -n1) || true
+  [ -n "$v" ] || v=$(dpkg-query -W -f='${Version} (Debian package)' victoria-metrics 2>/dev/null) || true
+  echo "victoria-metrics ${v:-unknown}"
+}
+
 svc_env() {
   local port=$TSDB_PORT
   [ -f "$(_vm_argsfile)" ] && port=$(_vm_port)
