@@ -4,6 +4,7 @@
     ├── ConfigError          a configuration file or value is wrong (carries every problem found)
     │   └── ScenarioError        a replay scenario file is wrong
     ├── ProtocolError        an OpenADR payload is malformed, hostile or unsupported
+    │   └── HostileInput         bytes refused at the intake (a DTD, a size or count past a limit, ...)
     ├── AdapterError         a scheduler, meter or sink did not do what was asked
     │   ├── AdapterTimeout       the call did not finish within its timeout
     │   ├── AdapterUnavailable   the service could not be reached at all
@@ -52,6 +53,24 @@ class ProtocolError(DcflexError):
         self.field = field
         where = f" (event {event_id}" + (f", {field})" if field else ")") if event_id else ""
         super().__init__(message + where)
+
+
+class HostileInput(ProtocolError):
+    """Bytes from a peer refused before any parser that could be harmed saw them.
+
+    ``kind`` is the class of refusal (``doctype``, ``entity``, ``xinclude``, ``encoding``, ``too_large``,
+    ``too_deep``, ``too_many``, ``too_long``, ``not_xml``, ``schema``, ``redirect``, ``content_encoding``, ...):
+    operators are alerted once per kind, not once per poll. ``where`` names the place (an element path, a line,
+    a header); ``message_type`` the OpenADR message and ``request_id`` its requestID when they could be told.
+    """
+
+    def __init__(self, kind: str, message: str, *, where: str = "", message_type: str | None = None,
+                 request_id: str | None = None) -> None:
+        self.kind = kind
+        self.where = where
+        self.message_type = message_type
+        self.request_id = request_id
+        super().__init__(message + (f" at {where}" if where else ""), field=where or None)
 
 
 class AdapterError(DcflexError):

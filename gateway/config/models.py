@@ -25,6 +25,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VenLimits(Section):
+    """Bounds on what a VTN may send (``gateway.ven.intake``). A message past one is refused: answered with
+    the specification's error code where its type has an answer, alerted once per kind, never acted on."""
+
+    max_wire_bytes: int = Field(default=2 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024,
+                                description="bytes of one answer as sent (compressed or not)")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024,
+                                description="bytes of one answer after decompression")
+    max_depth: int = Field(default=40, ge=16, le=200, description="element nesting")
+    max_elements: int = Field(default=100_000, ge=100, le=10_000_000, description="elements in one message")
+    max_events: int = Field(default=100, ge=1, le=100_000, description="events in one oadrDistributeEvent")
+    max_signals: int = Field(default=20, ge=1, le=1000, description="signals (and baselines) in one event")
+    max_intervals: int = Field(default=2_000, ge=1, le=100_000, description="intervals in one signal")
+    max_id_chars: int = Field(default=256, ge=16, le=65_536, description="characters of an id or attribute")
+    max_text_chars: int = Field(default=8_192, ge=256, le=1_048_576, description="characters of any other text")
+
+
 class VenConfig(Section):
     """How the VEN reaches the utility's VTN."""
 
@@ -41,6 +58,7 @@ class VenConfig(Section):
     check_hostname: bool = True
     disable_signature: bool = True
     report_granularity_s: PositiveFloat = 60.0
+    limits: VenLimits = VenLimits()
 
     @field_validator("vtn_url")
     @classmethod
@@ -354,6 +372,13 @@ class NoticesConfig(Section):
         return self
 
 
+class ServiceConfig(Section):
+    """The long-running process (``dcflex run``)."""
+
+    stop_timeout_s: float = Field(default=30.0, ge=1.0, le=600.0, allow_inf_nan=False,
+                                  description="SIGTERM/SIGINT: the most a graceful stop takes before the rest is cut off")
+
+
 class ApiConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -376,6 +401,7 @@ class DcflexConfig(BaseSettings):
     sinks: SinksConfig = SinksConfig()
     notices: NoticesConfig = NoticesConfig()
     api: ApiConfig = ApiConfig()
+    service: ServiceConfig = ServiceConfig()
 
     @model_validator(mode="after")
     def _ray_jobs_reach_the_gateway(self) -> DcflexConfig:

@@ -45,20 +45,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
-from xml.sax.saxutils import escape
 
 import aiohttp
-from openleadr import OpenADRClient, enums, utils
+from openleadr import OpenADRClient, enums, errors, utils
+from openleadr.messaging import parse_message, validate_xml_signature
 
 from gateway.clock import Clock
 from gateway.config.models import VenConfig
 from gateway.domain import OptDecision
-from gateway.exceptions import AdapterUnavailable, ConfigError, ProtocolError
+from gateway.exceptions import AdapterUnavailable, ConfigError, HostileInput, ProtocolError
 from gateway.ports import EventHandler
+from gateway.ven.intake import IntakeLimits, admit
 from gateway.ven.opt import check_opt_target, send_opt_out
+from gateway.ven.outbound import escaping
 from gateway.ven.projections import ProjectedReport, ProjectionSource
+from gateway.ven.refusals import INVALID_DATA, Alert, Refusals, safe_request_id
 from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
 from gateway.ven.translate import event_identity, event_status, translate_event
+from gateway.ven.transport import post_bounded, session_options
 
 __all__ = ["ENDED_REASON", "IMPLIED_CANCEL_REASON", "VTN_CANCEL_REASON", "Answer", "EventBook", "Ven"]
 
@@ -156,7 +160,7 @@ class Ven:
 
     def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock,
                  telemetry: Callable[[], float | None] | None = None, *, resync_every_polls: int = 6,
-                 projections: ProjectionSource | None = None) -> None:
+                 projections: ProjectionSource | None = None, alert: Alert | None = None) -> None:
         if resync_every_polls < 0:
             raise ValueError("resync_every_polls must be >= 0 (0 disables the re-sync)")
         self._config = config
@@ -167,6 +171,7 @@ class Ven:
         self._resync_every = resync_every_polls
         self._client: _Client | None = None
         self._stopped = asyncio.Event()
+        self.refusals = Refusals(clock, alert)  # kept across re-registrations: one alert per kind, not per client
 
     @property
     def ven_id(self) -> str | None:
@@ -195,7 +200,7 @@ class Ven:
             return
         try:
             client = _Client(self._config, self._handler, self._clock, self._sampler, self._resync_every,
-                             self._projections)
+                             self._projections, self.refusals)
         except OSError as err:  # openleadr reads the certificate and key files here
             raise ConfigError("ven", [("ven.cert / ven.key", f"cannot read: {err}")]) from err
         self._client = client
@@ -294,7 +299,8 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     client_session: aiohttp.ClientSession | None
 
     def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock, sampler: TelemetrySampler | None,
-                 resync_every_polls: int, projections: ProjectionSource | None = None) -> None:
+                 resync_every_polls: int, projections: ProjectionSource | None = None,
+                 refusals: Refusals | None = None) -> None:
         super().__init__(
             ven_name=config.ven_name, vtn_url=config.vtn_url, ven_id=config.ven_id,
             cert=_path(config.cert), key=_path(config.key), ca_file=_path(config.ca_file),
@@ -302,6 +308,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
             vtn_fingerprint=config.vtn_fingerprint, show_fingerprint=False,
             disable_signature=config.disable_signature, check_hostname=config.check_hostname,
         )
+        self._create_message: Callable[..., str] = escaping(self._create_message)  # every string escaped (outbound)
         self._config = config
         self._handler = handler
         self._clock = clock
@@ -314,6 +321,8 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         self._polls = 0
         self._closed = False
         self._empty_warned: set[str] = set()
+        self._limits = IntakeLimits(**config.limits.model_dump())
+        self._refusals = refusals if refusals is not None else Refusals(clock, None)
         if sampler is not None:
             register_telemetry_report(self, sampler, config)
         self._projected = ProjectedReport(projections, config) if projections is not None else None
@@ -557,10 +566,61 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
             if self.cert_path:
                 context.load_cert_chain(self.cert_path, self.key_path, self.passphrase)
         self.client_session = aiohttp.ClientSession(
-            headers={"content-type": "application/xml"},
             timeout=aiohttp.ClientTimeout(total=self._config.request_timeout_s),
             connector=aiohttp.TCPConnector(ssl=context) if context is not None else None,
+            **session_options(),  # type: ignore[arg-type]
         )
+
+    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
+        """openleadr's request, through dcflex's bounded transport and intake (``gateway.ven.transport``,
+        ``gateway.ven.intake``): ``(message type, payload)``, or ``(None, {})`` for no usable answer."""
+        await self._ensure_client_session()
+        assert self.client_session is not None
+        url = f"{self.vtn_url}/{service}"
+        try:
+            reply = await post_bounded(self.client_session, url, message, self._limits)
+        except HostileInput as err:
+            await self._refusals.refused(err, url)
+            return None, {}
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            logger.error("no answer from the VTN at %s: %s: %s", url, type(err).__name__, err)
+            return None, {}
+        if reply.status != _OK:
+            logger.warning("the VTN answered HTTP %d to %s: %s", reply.status, url, _preview(reply.body))
+            return None, {}
+        if not reply.body.strip():
+            logger.warning("the VTN answered %s with HTTP 200 and an empty body; taken as no message", url)
+            return None, {}
+        try:
+            admitted = admit(reply.body, self._limits)
+        except HostileInput as err:
+            await self._refusals.refused(err, url)
+            if err.message_type == "oadrDistributeEvent":
+                await self._answer_refused(err)
+            return None, {}
+        try:
+            if self.vtn_fingerprint:
+                validate_xml_signature(admitted.tree, cert_fingerprint=self.vtn_fingerprint)
+            message_type, payload = parse_message(admitted.body)
+        except errors.FingerprintMismatch as err:
+            logger.warning("a message from %s was signed with another certificate: %s (ignored)", url, err)
+            return None, {}
+        except Exception as err:  # the schema passed, so this is a signature or a shape openleadr cannot read
+            await self._refusals.refused(HostileInput("unreadable", f"{type(err).__name__}: {err}"[:300],
+                                                      message_type=admitted.message_type), url)
+            return None, {}
+        response = payload.get("response") if isinstance(payload, dict) else None
+        if isinstance(response, dict) and response.get("response_code") not in (None, _OK):
+            logger.warning("the VTN answered %s with OpenADR code %s: %s", service, response.get("response_code"),
+                           _xml_text(str(response.get("response_description")), 200))
+        return message_type, payload
+
+    async def _answer_refused(self, err: HostileInput) -> None:
+        """A refused oadrDistributeEvent gets its 2.0b answer: oadrCreatedEvent with 454 and no event response."""
+        response = {"response_code": INVALID_DATA, "response_description": _xml_text(f"refused: {err}", 200),
+                    "request_id": safe_request_id(err.request_id)}
+        message = self._create_message("oadrCreatedEvent", ven_id=self.ven_id, response=response)
+        await self._perform_request("EiEvent", message)
 
     async def run(self) -> None:
         await super().run()
@@ -615,9 +675,14 @@ def _signals_known(raw: Mapping[str, Any]) -> bool:
     return all(not isinstance(s, Mapping) or s.get("signal_name") in enums.SIGNAL_NAME.values for s in signals)
 
 
+def _preview(body: bytes, limit: int = 200) -> str:
+    """A bounded, printable glimpse of an error body (any encoding) for a log line."""
+    return _xml_text(body[:limit].decode("utf-8", "replace").replace("\n", " "), limit)
+
+
 def _xml_text(text: str, limit: int = 240) -> str:
-    """Text for openleadr's (non-escaping) templates: bounded, XML-legal and escaped."""
-    return escape(_NOT_XML.sub("?", text[:limit]))
+    """Text for a message or a log line: bounded and XML-legal (``escaping`` escapes it in messages)."""
+    return _NOT_XML.sub("?", text[:limit])
 
 
 def _trim(ordered: dict[str, Any]) -> None:

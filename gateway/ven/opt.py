@@ -25,7 +25,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, Final, Protocol
-from xml.sax.saxutils import escape
 
 from openleadr import enums, objects, utils
 
@@ -71,10 +70,10 @@ async def send_opt_out(client: OptChannel, event_id: str, modification: int, *, 
     """
     what = f"opt-out of event {event_id} modification {modification}"
     where = f"the VTN at {vtn_url}"
-    ven_id = escape(client.ven_id or "")
+    ven_id = client.ven_id or ""  # the client's create_message escapes every string (gateway.ven.outbound)
     try:
         opt = objects.Opt(opt_type=enums.OPT.OPT_OUT, opt_reason=OPT_OUT_REASON, opt_id=utils.generate_id(),
-                          event_id=escape(event_id), modification_number=modification,
+                          event_id=event_id, modification_number=modification,
                           targets=[objects.Target(ven_id=ven_id)])
         message = client._create_message("oadrCreateOpt", request_id=utils.generate_id(), ven_id=ven_id, **asdict(opt))
         async with asyncio.timeout(timeout_s + _SLACK_S):

@@ -25,6 +25,7 @@ from typing import Any
 from openleadr import enums, objects
 
 from gateway.config.models import VenConfig
+from gateway.ven.outbound import safe_token
 from gateway.ven.reports import site_power_measurement
 
 __all__ = ["PROJECTED_R_ID", "PROJECTED_SPECIFIER_ID", "ProjectedReport", "ProjectionSource", "notice_r_id",
@@ -40,12 +41,14 @@ ProjectionSource = Callable[[], Mapping[str, tuple[datetime, float]]]
 
 def projection_resource(config: VenConfig, notice_id: str = "") -> str:
     """The resource id of a data point: the VEN's name with ``/projected`` (and ``/<notice id>``), so a VTN
-    that keys reports by resource tells projections from the same VEN's measured TELEMETRY_USAGE."""
-    return f"{config.ven_name}/projected" + (f"/{notice_id}" if notice_id else "")
+    that keys reports by resource tells projections from the same VEN's measured TELEMETRY_USAGE. A notice id
+    made from a foreign one (an event's id) is used only when plain and short, else as a digest (``safe_token``)."""
+    return f"{config.ven_name}/projected" + (f"/{safe_token(notice_id)}" if notice_id else "")
 
 
 def notice_r_id(notice_id: str) -> str:
-    return f"drop:{notice_id}"
+    """The data point of one notice: ``drop:`` and the notice id, or its digest when the id is not plain."""
+    return f"drop:{safe_token(notice_id)}"
 
 
 class _Values:
