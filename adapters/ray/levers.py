@@ -151,7 +151,7 @@ class RayLevers:
             since = armed[1]  # a retry of this action: asked already; asking again would start a second checkpoint
         else:
             if self.acks is not None:
-                self.acks.clear(a.job_id)
+                self.acks.expect(a.job_id)
             since = self.clock.now()
             self.directives.request_checkpoint(a.job_id, event_id=event, grace_s=policy.checkpoint_grace_s)
             self._armed[a.job_id] = (a.key, since)
@@ -227,7 +227,7 @@ class RayLevers:
         if not policy.resumable:
             return
         if self.acks is not None:
-            self.acks.clear(a.job_id)
+            self.acks.expect(a.job_id)
         self.directives.request_checkpoint(a.job_id, event_id=event_of(a.key), grace_s=policy.checkpoint_grace_s)
         self._armed[a.job_id] = (a.key, self.clock.now())
 

@@ -92,9 +92,9 @@ class AckWaiter:
         return " or ".join(ways) or "none configured: waits the whole grace time"
 
     def arm(self, job_id: str) -> Armed:
-        """Forget earlier acknowledgements of ``job_id``; call just before signalling it."""
+        """Forget earlier acknowledgements of ``job_id`` and expect a new one; call just before signalling it."""
         if self.acks is not None:
-            self.acks.clear(job_id)
+            self.acks.expect(job_id)
         marker = Path(self.marker_template.format(job_id=job_id)) if self.marker_template else None
         before: tuple[int, int] | None = None
         if marker is not None:

@@ -4,7 +4,8 @@
   "stop_after"}`` (``deadline`` ISO 8601 UTC) or 204 with no body when nothing is pending. Jobs poll
   this every few seconds, so it does no work beyond a dict lookup and never creates state.
 - ``POST /v1/jobs/{job_id}/eta`` with ``{"seconds_left": number >= 0}`` → 202
-  ``{"ok": true, "job_id", "at"}``: the job's estimate of how long its checkpoint still needs.
+  ``{"ok": true, "job_id", "at"}``: the job's estimate of how long its checkpoint still needs (or, with no
+  checkpoint asked, until it ends). 404 for a job that has no directive and is not on the cluster.
 
 Job ids are validated exactly like the checkpoint-ack endpoint's (same pattern, same message), bad
 bodies get 400 with a message saying what is expected, and bodies over the app's limit 413 (aiohttp's
@@ -13,14 +14,14 @@ bodies get 400 with a message saying what is expected, and bodies over the app's
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from gateway.api.directives import JobDirectives
+from gateway.api.errors import BadBody, read_json
 from gateway.clock import Clock
 
 __all__ = ["DIRECTIVES_KEY", "MAX_ETA_S", "add_directive_routes"]
@@ -32,7 +33,8 @@ ErrorFn = Callable[[int, str], web.Response]
 
 
 def add_directive_routes(app: web.Application, directives: JobDirectives, clock: Clock, *,
-                         job_id_pattern: re.Pattern[str], error: ErrorFn) -> None:
+                         job_id_pattern: re.Pattern[str], error: ErrorFn,
+                         known_job: Callable[[str], Awaitable[bool]] | None = None) -> None:
     """Register both endpoints on ``app`` (called by ``build_app`` when it is given a store)."""
     app[DIRECTIVES_KEY] = directives
 
@@ -60,9 +62,9 @@ def add_directive_routes(app: web.Application, directives: JobDirectives, clock:
         if not request.can_read_body:
             return error(400, example)
         try:
-            raw: Any = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return error(400, f"{example} (it is not JSON)")
+            raw: Any = await read_json(request)
+        except BadBody as why:
+            return error(400, f"{example} ({why})")
         if not isinstance(raw, dict) or "seconds_left" not in raw:
             return error(400, example)
         seconds = raw["seconds_left"]
@@ -70,6 +72,9 @@ def add_directive_routes(app: web.Application, directives: JobDirectives, clock:
             return error(400, f"seconds_left must be a number, not {type(seconds).__name__}")
         if not 0 <= seconds <= MAX_ETA_S:  # also refuses NaN (every comparison is False) and inf
             return error(400, f"seconds_left must be a finite number between 0 and {MAX_ETA_S:g}, not {seconds!r}")
+        if directives.get(job_id) is None and known_job is not None and not await known_job(job_id):
+            return error(404, f"job {job_id} is not one the gateway knows (no checkpoint asked of it, and not on the "
+                              "cluster at its latest read): nothing is kept for it")
         at = clock.now()
         directives.report_eta(job_id, float(seconds), at)
         return web.json_response({"ok": True, "job_id": job_id, "at": at.isoformat()}, status=202)

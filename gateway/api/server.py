@@ -3,7 +3,10 @@
 - ``GET /healthz``: 200 while the engine loop runs (for a load balancer or systemd watchdog).
 - ``GET /status``: current events, their state, planned and done commands, site power, target.
 - ``POST /v1/jobs/{job_id}/checkpoint-ack``: a job reports its checkpoint is written; body (JSON,
-  optional) ``{"checkpoint_path": "...", "event_id": "..."}``.
+  optional) ``{"checkpoint_path": "...", "event_id": "..."}``. 404 when the gateway asked no checkpoint of
+  that job (nothing is kept for it).
+
+Every answer is JSON, errors included (``gateway.api.errors``).
 
 With a ``JobDirectives`` store (``build_app(directives=...)``), also (see ``gateway.api.jobs``):
 
@@ -16,15 +19,15 @@ seeing it.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from gateway.api.acks import Ack, CheckpointAcks
 from gateway.api.directives import JobDirectives
+from gateway.api.errors import BadBody, error, json_errors, read_json
 from gateway.api.jobs import add_directive_routes
 from gateway.clock import Clock
 
@@ -33,13 +36,16 @@ _MAX_BODY = 16 * 1024
 
 StatusFn = Callable[[], dict[str, Any]]
 HealthFn = Callable[[], bool]
+KnownJobFn = Callable[[str], Awaitable[bool]]
 
 ACKS_KEY = web.AppKey("acks", CheckpointAcks)
 
 
 def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, clock: Clock,
-              directives: JobDirectives | None = None) -> web.Application:
-    app = web.Application(client_max_size=_MAX_BODY)
+              directives: JobDirectives | None = None, known_job: KnownJobFn | None = None) -> web.Application:
+    """The API. ``known_job`` says whether a job runs on the cluster (an ETA from any other is 404); without
+    it, ETAs are taken from any job."""
+    app = web.Application(client_max_size=_MAX_BODY, middlewares=[json_errors])
     app[ACKS_KEY] = acks
 
     async def healthz(_: web.Request) -> web.Response:
@@ -56,9 +62,9 @@ def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, cloc
         body: dict[str, Any] = {}
         if request.can_read_body:
             try:
-                raw = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                return _error(400, "body must be JSON, e.g. {\"checkpoint_path\": \"/ckpt/step-100\"}")
+                raw = await read_json(request)
+            except BadBody as why:
+                return _error(400, f"body must be JSON, e.g. {{\"checkpoint_path\": \"/ckpt/step-100\"}}: {why}")
             if not isinstance(raw, dict):
                 return _error(400, "body must be a JSON object")
             body = raw
@@ -67,7 +73,8 @@ def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, cloc
         if not isinstance(path, str) or not isinstance(event_id, str) or len(path) > 4096:
             return _error(400, "checkpoint_path and event_id must be strings (path at most 4096 characters)")
         ack = Ack(job_id=job_id, at=clock.now(), checkpoint_path=path, event_id=event_id)
-        acks.ack(ack)
+        if not acks.ack(ack, asked=directives is not None and directives.get(job_id) is not None):
+            return _error(404, f"the gateway asked no checkpoint of job {job_id}: nothing to acknowledge")
         if directives is not None:
             directives.clear(job_id, event_id=event_id)
         return web.json_response({"ok": True, "job_id": job_id, "at": ack.at.isoformat()})
@@ -76,12 +83,11 @@ def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, cloc
     app.router.add_get("/status", get_status)
     app.router.add_post("/v1/jobs/{job_id}/checkpoint-ack", checkpoint_ack)
     if directives is not None:
-        add_directive_routes(app, directives, clock, job_id_pattern=_JOB_ID, error=_error)
+        add_directive_routes(app, directives, clock, job_id_pattern=_JOB_ID, error=_error, known_job=known_job)
     return app
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"ok": False, "error": message}, status=status)
+_error = error
 
 
 class ApiServer:

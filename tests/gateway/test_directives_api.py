@@ -177,6 +177,7 @@ async def test_oversized_eta_body_is_refused(api: Api) -> None:
 
 async def test_without_a_store_the_app_is_as_before() -> None:
     acks = CheckpointAcks()
+    acks.expect("1")  # a Slurm adapter signalled job 1
     app = build_app(status=dict, healthy=lambda: True, acks=acks, clock=ManualClock(T0))
     async with ApiServer(app, "127.0.0.1", 0) as server, aiohttp.ClientSession() as http:
         async with http.get(f"{server.url}/v1/jobs/1/directive") as r:
@@ -185,3 +186,23 @@ async def test_without_a_store_the_app_is_as_before() -> None:
             assert r.status == 200
     ack = acks.get("1")
     assert ack is not None and ack.checkpoint_path == "/c"
+
+
+async def test_an_eta_from_a_job_the_gateway_does_not_know_is_404() -> None:
+    store = JobDirectives(ManualClock(T0))
+    on_cluster = {"12_3"}
+
+    async def known(job_id: str) -> bool:
+        return job_id in on_cluster
+
+    app = build_app(status=dict, healthy=lambda: True, acks=CheckpointAcks(), clock=ManualClock(T0), directives=store,
+                    known_job=known)
+    async with ApiServer(app, "127.0.0.1", 0) as server, aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/v1/jobs/ghost/eta", json={"seconds_left": 5}) as r:
+            assert r.status == 404 and "not one the gateway knows" in (await r.json())["error"]
+        async with http.post(f"{server.url}/v1/jobs/12_3/eta", json={"seconds_left": 5}) as r:
+            assert r.status == 202  # on the cluster: its expected end
+        store.request_checkpoint("asked", event_id="e", grace_s=60)
+        async with http.post(f"{server.url}/v1/jobs/asked/eta", json={"seconds_left": 5}) as r:
+            assert r.status == 202  # asked to checkpoint: its checkpoint's ETA
+    assert store.eta("ghost") is None and store.eta("12_3") == (T0, 5.0)

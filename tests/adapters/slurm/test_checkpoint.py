@@ -36,6 +36,7 @@ async def gateway() -> AsyncIterator[tuple[str, CheckpointAcks]]:
 async def test_dcflex_ack_posts_the_acknowledgement(gateway: tuple[str, CheckpointAcks],
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     url, acks = gateway
+    acks.expect("4242_3")  # the adapter signalled it
     argv = ["ack", "4242_3", "--path", "/ckpt/step-17", "--event", "ev-9", "--gateway", url]
     code = await asyncio.to_thread(main, argv)  # the CLI blocks; the server runs on this loop
     assert code == 0 and "job 4242_3 checkpoint acknowledged" in capsys.readouterr().out
@@ -46,10 +47,18 @@ async def test_dcflex_ack_posts_the_acknowledgement(gateway: tuple[str, Checkpoi
 async def test_dcflex_ack_reads_job_and_gateway_from_the_environment(
         gateway: tuple[str, CheckpointAcks], monkeypatch: pytest.MonkeyPatch) -> None:
     url, acks = gateway
+    acks.expect("77")
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("DCFLEX_GATEWAY_URL", url + "/")
     assert await asyncio.to_thread(main, ["ack"]) == 0
     assert acks.get("77") is not None
+
+
+async def test_dcflex_ack_for_a_job_nobody_asked_says_so(gateway: tuple[str, CheckpointAcks],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    url, acks = gateway
+    assert await asyncio.to_thread(main, ["ack", "999", "--gateway", url]) != 0
+    assert "asked no checkpoint of job 999" in capsys.readouterr().err and acks.get("999") is None
 
 
 def test_dcflex_ack_without_a_gateway_fails_clearly_and_fast(capsys: pytest.CaptureFixture[str]) -> None:
