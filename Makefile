@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS    := never
 SYNC := $(UV) sync --frozen --inexact --group build --group tools
 
-.PHONY: demo test lint lock lock-check typecheck bench services-up services-down clean
+.PHONY: demo test lint lock lock-check typecheck bench fuzz services-up services-down clean
 
 $(UV): requirements/uv.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,11 +48,16 @@ lint: $(STAMP) lock-check
 	$(BIN)/ruff check gateway adapters simulators tests benchmarks
 	$(BIN)/mypy gateway
 
+# The fuzzer of the VEN's receive path with a large budget (make test runs it with a small one).
+fuzz: $(STAMP)
+	DCFLEX_FUZZ_EXAMPLES=$${DCFLEX_FUZZ_EXAMPLES:-50000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/gateway/ven/test_fuzz.py
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.planner_bench
 	$(BIN)/python -m benchmarks.event_latency_bench
 	$(BIN)/python -m benchmarks.slurm_parse_bench
 	$(BIN)/python -m benchmarks.jobside_bench
+	$(BIN)/python -m benchmarks.hostile_bench
 	scripts/services.sh up
 	status=0; $(BIN)/python -m benchmarks.tsdb_bench && $(BIN)/python -m benchmarks.mqtt_bench || status=$$?; scripts/services.sh down; exit $$status
 

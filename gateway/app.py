@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from adapters.guarded import GuardedScheduler
@@ -17,7 +20,7 @@ from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
 from gateway.clock import Clock, SystemClock
 from gateway.config import DcflexConfig
 from gateway.engine import Engine, EngineSettings
-from gateway.exceptions import ConfigError
+from gateway.exceptions import AdapterError, ConfigError
 from gateway.journal import Journal, Outbox
 from gateway.outputs import build_outputs
 from gateway.planner import plan
@@ -28,6 +31,8 @@ from gateway.power.site import site_power_model
 from gateway.ven import Ven
 
 log = logging.getLogger("dcflex")
+
+_JOBS_SEEN_S = 30.0
 
 
 @runtime_checkable
@@ -132,11 +137,33 @@ class Gateway:
         self.directives = directives if directives is not None else JobDirectives(clock)  # the Ray adapter writes to it
         self._scheduler = scheduler
         self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw,
-                       projections=self.engine.notices.projected if cfg.notices.enabled else None)
+                       projections=self.engine.notices.projected if cfg.notices.enabled else None,
+                       alert=self._vtn_alert)
         self.engine.tell_vtn = self.ven.opt_out
         self.outbox = Outbox(cfg.journal.path)
         self.outputs = build_outputs(cfg, self.engine, self.outbox, clock)
         self.api: ApiServer | None = None
+        self._jobs_seen: tuple[datetime, frozenset[str]] | None = None
+
+    async def _vtn_alert(self, code: str, message: str) -> None:
+        await self.engine.out.alert("", code, message, "warning")
+
+    async def knows_job(self, job_id: str) -> bool:
+        """Whether ``job_id`` is on the cluster (for the API: an ETA from any other job is refused). The cluster
+        is read again at most every ``_JOBS_SEEN_S`` seconds, so a flood of requests costs one read."""
+        now = self.clock.now()
+        seen = self._jobs_seen
+        if seen is not None and job_id in seen[1]:
+            return True
+        if seen is None or now - seen[0] >= timedelta(seconds=_JOBS_SEEN_S):
+            try:
+                async with asyncio.timeout(self.cfg.scheduler.command_timeout_s):
+                    snapshot = await self._scheduler.snapshot()
+            except (AdapterError, TimeoutError) as exc:
+                log.warning("cannot read the cluster to check job %s: %s", job_id, exc)
+                return False
+            seen = self._jobs_seen = (now, frozenset(job.job_id for job in snapshot.jobs))
+        return job_id in seen[1]
 
     def _site_kw(self) -> float | None:
         latest = self.engine.history.latest
@@ -145,7 +172,8 @@ class Gateway:
     def status(self) -> dict[str, object]:
         """``GET /status``: the engine's view, whether operators paused it, and each output's state."""
         return {**self.engine.status(), "paused": self.engine.paused,
-                "outputs": {name: dict(sink.stats()) for name, sink in self.outputs.items()}}
+                "outputs": {name: dict(sink.stats()) for name, sink in self.outputs.items()},
+                "vtn_refused": dict(self.ven.refusals.counts)}
 
     async def _supervise(self, name: str, sink: ServiceSink) -> None:
         """Keep an output running: an unexpected error in it is alerted and the output restarted after a
@@ -163,6 +191,39 @@ class Gateway:
             await asyncio.sleep(delay)  # wall time: a restart loop must not spin under a scaled clock
             delay = min(60.0, delay * 2)
 
+    async def stop(self, serving: asyncio.Task[None], why: str, timeout_s: float) -> None:
+        """A graceful stop of ``serving`` (this gateway's ``serve``), bounded by ``timeout_s``: the VEN first (no
+        new event), then commands out at the scheduler may finish (half the time at most; one still out after
+        that stays journaled ``sending``, which the next start takes as sent), then everything is cancelled:
+        outputs say ``offline`` and put what they could not send in the outbox, the journal closes. One log line
+        says what state it left."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        try:
+            async with asyncio.timeout(max(0.1, timeout_s * 0.25)):
+                await self.ven.stop()
+        except TimeoutError:
+            log.warning("stopping: the VEN did not stop in time; its requests are cut off")
+        try:
+            async with asyncio.timeout(max(0.1, started + timeout_s * 0.5 - time.monotonic())):
+                await self.engine.commands_done()
+        except TimeoutError:
+            pass
+        cut_off = self.engine.commands_in_flight
+        active = {eid: run.state.value for eid, run in self.engine.runs.items() if not run.state.terminal}
+        in_force = len(self.journal.in_force())
+        serving.cancel()
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await asyncio.gather(serving, return_exceptions=True)
+        except TimeoutError:
+            log.error("stopping: outputs and journal did not close within service.stop_timeout_s (%g s)", timeout_s)
+        events = ", ".join(f"{eid} {state}" for eid, state in sorted(active.items())) or "none"
+        log.warning("dcflex stopped on %s in %.1f s: events active: %s; %d command(s) in force; %d cut off while out at "
+                    "the scheduler (journaled as sending: the next start takes them as sent and undoes them at the "
+                    "event's end); the next start resumes from %s", why, time.monotonic() - started, events, in_force,
+                    cut_off, self.cfg.journal.path)
+
     async def serve(self) -> None:
         """Run until cancelled: outputs and engine first (it resumes the journal), then the API and
         the VEN; on the way out the outputs flush what is waiting (to their service or the outbox)."""
@@ -175,7 +236,7 @@ class Gateway:
                 if self.cfg.api.enabled:
                     app = build_app(
                         status=self.status, healthy=lambda: not engine_task.done(), acks=self.acks, clock=self.clock,
-                        directives=self.directives,
+                        directives=self.directives, known_job=self.knows_job,
                     )
                     self.api = ApiServer(app, self.cfg.api.host, self.cfg.api.port)
                     await self.api.__aenter__()
@@ -197,7 +258,7 @@ class Gateway:
 
 
 async def run_gateway(cfg: DcflexConfig, *, dry_run: bool = False) -> None:
-    """``dcflex run``: the long-running gateway on the wall clock."""
+    """``dcflex run``: the long-running gateway on the wall clock, until SIGTERM or SIGINT (then ``stop``)."""
     clock = SystemClock()
     model = power_model(cfg)
     acks = CheckpointAcks()
@@ -207,4 +268,27 @@ async def run_gateway(cfg: DcflexConfig, *, dry_run: bool = False) -> None:
         cfg, scheduler=parts.scheduler, meter=parts.meter, clock=clock, model=model,
         dry_run=dry_run or cfg.scheduler.dry_run, guard=parts.guarded, acks=acks, directives=directives,
     )
-    await gateway.serve()
+    loop = asyncio.get_running_loop()
+    asked = asyncio.Event()
+    reason: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not reason:
+            log.info("%s received: stopping within %g s (service.stop_timeout_s)", sig.name, cfg.service.stop_timeout_s)
+        reason.append(sig.name)
+        asked.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    serving = asyncio.create_task(gateway.serve())
+    waiting = asyncio.create_task(asked.wait())
+    try:
+        await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()  # the gateway ended on its own: an error, raised here
+            return
+        await gateway.stop(serving, reason[0], cfg.service.stop_timeout_s)
+    finally:
+        waiting.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -83,3 +83,30 @@ def test_the_gateway_serves_the_directive_store_it_was_given_even_an_empty_one(t
     assert gateway.directives is directives and gateway.acks is acks
     gateway.outbox.close()
     gateway.journal.close()
+
+
+async def test_the_api_knows_a_job_by_the_cluster_read_at_most_every_30_s(tmp_path: Path) -> None:
+    cfg = DcflexConfig.model_validate({"journal": {"path": str(tmp_path / "j.sqlite3")}, "api": {"enabled": False}})
+    clock = ManualClock(T0)
+    model = power_model(cfg)
+    cluster = SimulatedCluster(clock, model, 4, 8, demo_mix(7)[:4], seed=7)
+    reads = 0
+    snapshot = cluster.snapshot
+
+    async def counted() -> object:
+        nonlocal reads
+        reads += 1
+        return await snapshot()
+
+    cluster.snapshot = counted  # type: ignore[method-assign]
+    gateway = Gateway(cfg, scheduler=cluster, meter=cluster, clock=clock, model=model)
+    running = {job.job_id for job in (await snapshot()).jobs}
+    assert running and all([await gateway.knows_job(j) for j in running])
+    assert not await gateway.knows_job("ghost") and not await gateway.knows_job("ghost-2")
+    assert reads == 1  # one read answered them all
+    await clock.jump(31)
+    assert not await gateway.knows_job("ghost")
+    assert reads == 2
+    assert gateway.status()["vtn_refused"] == {}
+    gateway.outbox.close()
+    gateway.journal.close()

@@ -258,6 +258,16 @@ class Engine(OperatorOverrides):
     async def wait_started(self) -> None:
         await self._started.wait()
 
+    @property
+    def commands_in_flight(self) -> int:
+        """Commands out at the scheduler now (journaled ``sending``)."""
+        return self._executor.in_flight
+
+    async def commands_done(self) -> None:
+        """Return once no command is out at the scheduler: a graceful stop waits here (bounded) before it
+        cancels the engine, so what was sent is journaled ``done`` or ``failed`` rather than ``sending``."""
+        await self._executor.idle()
+
     async def _resume(self) -> None:
         now = self.clock.now()
         in_force = self.journal.in_force()

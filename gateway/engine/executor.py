@@ -42,6 +42,13 @@ class Executor:
         self._emit = emit
         self._dry_run = dry_run
         self._sem = asyncio.Semaphore(max(1, concurrency))
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no command is out at the scheduler (a graceful stop lets those finish first)."""
+        await self._idle.wait()
 
     async def run_all(self, owner: str, actions: Sequence[Action], undo_of: Mapping[str, Sequence[str]]) -> list[Outcome]:
         """Send ``actions`` concurrently (bounded); ``undo_of`` maps an undo's key to what it reverses."""
@@ -81,6 +88,8 @@ class Executor:
         async with self._sem:
             self._journal.mark_action(action, owner, "sending", self._clock.now(), undo_of=first_cover)
             started = self._clock.now()
+            self.in_flight += 1
+            self._idle.clear()
             try:
                 reported = await self._scheduler.apply(action)
             except AdapterError as exc:
@@ -98,6 +107,10 @@ class Executor:
                     },
                 )
                 return Outcome(action, ok=False, error=str(exc))
+            finally:
+                self.in_flight -= 1
+                if self.in_flight == 0:
+                    self._idle.set()
             done_at = self._clock.now()
             if reported:  # journaled before "done": a restarted gateway finds the facts of every done command
                 self._journal.log(owner, "command_facts", done_at, {"key": action.key, "facts": dict(reported)})
