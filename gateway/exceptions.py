@@ -58,8 +58,9 @@ class ProtocolError(DcflexError):
 class HostileInput(ProtocolError):
     """Bytes from a peer refused before any parser that could be harmed saw them.
 
-    ``kind`` is the class of refusal (``doctype``, ``entity``, ``xinclude``, ``encoding``, ``too_large``,
-    ``too_deep``, ``too_many``, ``too_long``, ``not_xml``, ``schema``, ``redirect``, ``content_encoding``, ...):
+    ``kind`` is the class of refusal (``doctype``, ``entity``, ``xinclude``, ``processing_instruction``,
+    ``encoding``, ``too_large``, ``too_deep``, ``too_many``, ``too_long``, ``not_xml``, ``schema``, ``redirect``,
+    ``content_encoding``, ``bad_value``, ``unreadable``):
     operators are alerted once per kind, not once per poll. ``where`` names the place (an element path, a line,
     a header); ``message_type`` the OpenADR message and ``request_id`` its requestID when they could be told.
     """

@@ -12,6 +12,7 @@ import asyncio
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from tests.hostile_vtn import Answer, distribution, event, gzip_bomb, valid
@@ -74,6 +75,18 @@ def _many_signals(n: int) -> bytes:
     return distribution(e)
 
 
+def _create_report(report_request_id: str, granularity: str = "PT1M") -> bytes:
+    """An oadrCreateReport (a request for the VEN's telemetry) whose ids and period (as written) the VTN chose."""
+    from openleadr.messaging import create_message
+
+    request = {"report_request_id": report_request_id,
+               "report_specifier": {"report_specifier_id": "dcflex-telemetry", "granularity": timedelta(minutes=7),
+                                    "report_back_duration": timedelta(minutes=1),
+                                    "specifier_payloads": [{"r_id": "site-power", "reading_type": "Direct Read"}]}}
+    text = create_message("oadrCreateReport", request_id="req-report", ven_id="ven-hostile-1", report_requests=[request])
+    return text.replace(">PT7M<", f">{granularity}<").encode("utf-8")
+
+
 def _corrupt_gzip() -> bytes:
     good = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     data = good.compress(valid("never")) + good.flush()
@@ -116,6 +129,9 @@ CASES: list[Case] = [
     Case("5000-intervals", "too_many", lambda: [Answer(_many_intervals(5000))], answered_454=True),
     Case("50-signals", "too_many", lambda: [Answer(_many_signals(50))], answered_454=True),
     Case("1MB-event-id", "too_long", lambda: [Answer(valid("E" * (1 << 20)))], answered_454=True),
+    Case("create-report-1MB-id", "too_long", lambda: [Answer(_create_report("R" * (1 << 20)))], answered_454=True),
+    Case("create-report-negative-granularity", "bad_value", lambda: [Answer(_create_report("rr-neg", "-PT5S"))],
+         answered_454=True),
     Case("redirect-off-origin", "redirect",
          lambda: [Answer(status=302, headers={"Location": "http://127.0.0.2:9/OpenADR2/Simple/2.0b/OadrPoll"})]),
     Case("redirect-303", "redirect", lambda: [Answer(status=303, headers={"Location": "/elsewhere"})]),

@@ -59,7 +59,7 @@ from gateway.ven.intake import IntakeLimits, admit
 from gateway.ven.opt import check_opt_target, send_opt_out
 from gateway.ven.outbound import escaping
 from gateway.ven.projections import ProjectedReport, ProjectionSource
-from gateway.ven.refusals import INVALID_DATA, Alert, Refusals, safe_request_id
+from gateway.ven.refusals import ANSWERS, INVALID_DATA, Alert, Refusals, check_report_requests, safe_request_id
 from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
 from gateway.ven.translate import event_identity, event_status, translate_event
 from gateway.ven.transport import post_bounded, session_options
@@ -470,6 +470,12 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
             await self.send_response(service="EiRegisterParty")
             await self.create_party_reregistration()
         elif message_type == "oadrCreateReport":
+            try:
+                check_report_requests(payload)
+            except HostileInput as err:
+                await self._refusals.refused(err, f"{self.vtn_url}/OadrPoll")
+                await self._answer_refused(err)
+                return
             if "report_requests" in payload:
                 await self.create_report(payload)
         elif message_type == "oadrRegisterReport":
@@ -503,7 +509,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         ours = timedelta(seconds=self._config.poll_interval_s)
         requested = result[1].get("requested_oadr_poll_freq") if isinstance(result, tuple) else None
         if isinstance(requested, timedelta) and requested > timedelta(0):
-            self.poll_frequency = min(requested, ours)
+            self.poll_frequency = min(requested, ours)  # openleadr parses durations to whole seconds: >= 1 s
         elif self.registration_id:
             self.poll_frequency = ours
         return result
@@ -585,6 +591,10 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             logger.error("no answer from the VTN at %s: %s: %s", url, type(err).__name__, err)
             return None, {}
+        except Exception as err:  # whatever else a broken answer makes a library raise: reported, never fatal
+            logger.error("unusable answer from the VTN at %s: %s: %s", url, type(err).__name__, _xml_text(str(err), 300))
+            logger.debug("details", exc_info=True)
+            return None, {}
         if reply.status != _OK:
             logger.warning("the VTN answered HTTP %d to %s: %s", reply.status, url, _preview(reply.body))
             return None, {}
@@ -595,7 +605,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
             admitted = admit(reply.body, self._limits)
         except HostileInput as err:
             await self._refusals.refused(err, url)
-            if err.message_type == "oadrDistributeEvent":
+            if err.message_type in ANSWERS:
                 await self._answer_refused(err)
             return None, {}
         try:
@@ -616,11 +626,17 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         return message_type, payload
 
     async def _answer_refused(self, err: HostileInput) -> None:
-        """A refused oadrDistributeEvent gets its 2.0b answer: oadrCreatedEvent with 454 and no event response."""
+        """A refused message the VTN expects an answer to gets its 2.0b answer with 454 Invalid Data and nothing
+        else (``ANSWERS``): a refused oadrDistributeEvent, an oadrCreatedEvent with no event response."""
+        kind, service, extra = ANSWERS[str(err.message_type)]
         response = {"response_code": INVALID_DATA, "response_description": _xml_text(f"refused: {err}", 200),
                     "request_id": safe_request_id(err.request_id)}
-        message = self._create_message("oadrCreatedEvent", ven_id=self.ven_id, response=response)
-        await self._perform_request("EiEvent", message)
+        try:
+            message = self._create_message(kind, ven_id=self.ven_id, response=response, **extra)
+        except Exception:
+            logger.exception("could not build the %s answering a refused %s", kind, err.message_type)
+            return
+        await self._perform_request(service, message)
 
     async def run(self) -> None:
         await super().run()

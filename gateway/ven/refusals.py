@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from gateway.clock import Clock
 from gateway.exceptions import HostileInput
 
-__all__ = ["ALERT_CODE", "Alert", "Refusals", "safe_request_id"]
+__all__ = ["ALERT_CODE", "ANSWERS", "Alert", "Refusals", "check_report_requests", "safe_request_id"]
 
 log = logging.getLogger("dcflex.ven")
 
@@ -25,8 +26,35 @@ INVALID_DATA = 454
 REALERT_AFTER = timedelta(hours=1)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
+# A refused message that the VTN expects an answer to: (the answer's message type, the service it goes to, what
+# its template needs besides the eiResponse). Other messages (answers to the VEN's own requests) get none.
+ANSWERS: dict[str, tuple[str, str, dict[str, object]]] = {
+    "oadrDistributeEvent": ("oadrCreatedEvent", "EiEvent", {}),
+    "oadrCreateReport": ("oadrCreatedReport", "EiReport", {"pending_reports": []}),
+    "oadrRegisterReport": ("oadrRegisteredReport", "EiReport", {"report_requests": []}),
+    "oadrCancelReport": ("oadrCanceledReport", "EiReport", {"pending_reports": []}),
+    "oadrUpdateReport": ("oadrUpdatedReport", "EiReport", {}),
+    "oadrRequestReregistration": ("oadrResponse", "EiRegisterParty", {}),
+}
+
 Alert = Callable[[str, str], Awaitable[None]]
 """``alert(code, message)``: tell the operators (the gateway's alert outputs)."""
+
+
+def check_report_requests(payload: Mapping[str, Any]) -> None:
+    """Refuse an ``oadrCreateReport`` asking for a negative period (xs:duration allows ``-PT5S``): openleadr
+    would schedule its report job from it and fail inside its scheduler, after answering the VTN 200."""
+    for request in payload.get("report_requests") or []:
+        spec = request.get("report_specifier") if isinstance(request, Mapping) else None
+        if not isinstance(spec, Mapping):
+            continue
+        for name in ("granularity", "report_back_duration"):
+            value = spec.get(name)
+            if isinstance(value, timedelta) and value < timedelta(0):
+                raise HostileInput("bad_value", f"{name} {value} of report request {request.get('report_request_id')!r}"
+                                   " is negative",
+                                   where=f"oadrCreateReport/{name}", message_type="oadrCreateReport",
+                                   request_id=payload.get("request_id"))
 
 
 def safe_request_id(value: object) -> str | None:

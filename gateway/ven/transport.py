@@ -116,7 +116,10 @@ async def post_bounded(session: aiohttp.ClientSession, url: str, data: str | byt
         async with session.post(target, data=data, allow_redirects=False) as response:
             if response.status in _REDIRECT:
                 location = response.headers.get("Location", "")
-                goto = response.url.join(URL(location)) if location else None
+                try:
+                    goto = response.url.join(URL(location)) if location else None
+                except ValueError:
+                    goto = None
                 if goto is None or _origin(goto) != origin or response.status not in _FOLLOW:
                     shown = str(goto)[:200] if goto is not None else "(no Location)"
                     raise HostileInput("redirect", f"the VTN answered {response.status} to {target} with Location "
