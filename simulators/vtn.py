@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import socket
 import time
@@ -55,6 +56,15 @@ from gateway.ven.projections import PROJECTED_R_ID, notice_r_id
 __all__ = ["POWER_KW", "OptResponse", "ReportReading", "ScriptedVtn", "VenOpt", "VenResponse"]
 
 _T = TypeVar("_T")
+
+
+class _DropVenLookupAdvice(logging.Filter):
+    """openleadr's server logs a WARNING at start-up suggesting a ``ven_lookup`` (its VEN registry); the scripted
+    VTN registers VENs by its own handler, so the demo and the replay would print a third-party warning that
+    concerns nobody."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("If you provide a 'ven_lookup'")
 
 # An event signal measurement saying "values are kW" (powerReal in W, SI scale k).
 POWER_KW: dict[str, Any] = {"name": "powerReal", "description": "RealPower", "unit": "W", "scale": "k",
@@ -148,10 +158,14 @@ class ScriptedVtn:
         return self._server
 
     async def start(self) -> None:
+        advice = _DropVenLookupAdvice()
+        openleadr_log = logging.getLogger("openleadr")
+        openleadr_log.addFilter(advice)  # its advice to whoever runs a VTN, not to the operator of a VEN
         with warnings.catch_warnings():  # openleadr keys its aiohttp app with a plain string
             warnings.simplefilter("ignore", NotAppKeyWarning)
             server = OpenADRServer(vtn_id=self.vtn_id, http_host=self._host, http_port=self._port,
                                    requested_poll_freq=self.requested_poll_interval, show_fingerprint=False)
+        openleadr_log.removeFilter(advice)
         server.add_handler("on_create_party_registration", self._on_create_party_registration)
         server.add_handler("on_register_report", self._on_register_report)
         poll, events = server.services["poll_service"], server.services["event_service"]
