@@ -24,8 +24,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from gateway import jobside
-from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
+from gateway.api import ApiServer, build_app
 from gateway.clock import SystemClock
+from gateway.jobchannel import CheckpointAcks, JobDirectives
 
 TARGET_NS = 5_000.0
 

@@ -60,13 +60,14 @@ from adapters.ray.adapter import RayAdapter
 from adapters.ray.client import RayDashboardClient
 from adapters.ray.levers import resubmission_id
 from adapters.ray.model import JobSpec
-from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
+from gateway.api import ApiServer, build_app
 from gateway.app import power_model
 from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import ActionKind, Directive, JobState, Segment
 from gateway.engine.executor import Executor
 from gateway.engine.restore import build_restore
+from gateway.jobchannel import CheckpointAcks, JobDirectives
 from gateway.journal import Journal
 from gateway.planner import PlannerPolicy, plan
 from gateway.power.model import PowerModel

@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from adapters.guarded import GuardedScheduler
-from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
+from gateway.api import ApiServer, build_app
 from gateway.clock import Clock, SystemClock
 from gateway.config import DcflexConfig
 from gateway.engine import Engine, EngineSettings
 from gateway.exceptions import AdapterError, ConfigError
+from gateway.jobchannel import CheckpointAcks, JobDirectives
 from gateway.journal import Journal, Outbox
 from gateway.outputs import build_outputs
 from gateway.planner import plan

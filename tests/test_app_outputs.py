@@ -72,7 +72,7 @@ def test_outputs_are_built_from_the_configuration(tmp_path: Path, enabled: tuple
 
 
 def test_the_gateway_serves_the_directive_store_it_was_given_even_an_empty_one(tmp_path: Path) -> None:
-    from gateway.api import CheckpointAcks, JobDirectives
+    from gateway.jobchannel import CheckpointAcks, JobDirectives
 
     cfg = DcflexConfig.model_validate({"journal": {"path": str(tmp_path / "j.sqlite3")}})
     clock = ManualClock(T0)

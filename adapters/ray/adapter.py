@@ -45,12 +45,12 @@ from adapters.ray.levers import KEY_RESUMED_FROM, RayLevers, event_of, refused, 
 from adapters.ray.model import JobSpec, RayJob, ServeInstance, StopRecord
 from adapters.ray.services import ServeBook, ServeRules, ServeTarget, lookup, services
 from adapters.ray.tiers import RayTierResolver, to_domain
-from gateway.api.acks import CheckpointAcks
-from gateway.api.directives import JobDirectives
 from gateway.clock import Clock, SystemClock
 from gateway.config.models import DcflexConfig, SchedulerConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, Job
 from gateway.exceptions import CommandFailed
+from gateway.jobchannel.acks import CheckpointAcks
+from gateway.jobchannel.directives import JobDirectives
 from gateway.ports import Facts, Recall
 
 __all__ = ["KEEP_ENDED_S", "RayAdapter", "gateway_url_for"]

@@ -33,12 +33,12 @@ from adapters.ray.client import RayDashboardClient
 from adapters.ray.hold import hold_id, hold_spec, release_spec
 from adapters.ray.model import KEY_ENTRYPOINT, JobSpec, RayJob, StopRecord
 from adapters.ray.tiers import RayTierResolver
-from gateway.api.acks import Ack, CheckpointAcks
-from gateway.api.directives import JobDirectives
 from gateway.clock import Clock
 from gateway.config.models import RaySchedulerConfig
 from gateway.domain import Action, ActionKind
 from gateway.exceptions import AdapterError, CommandFailed
+from gateway.jobchannel.acks import Ack, CheckpointAcks
+from gateway.jobchannel.directives import JobDirectives
 from gateway.ports import Facts
 
 __all__ = ["ENV_GATEWAY_URL", "ENV_JOB_ID", "ENV_RESUME_FROM", "KEY_RESUMED_FROM", "RayLevers", "event_of",

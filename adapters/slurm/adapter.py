@@ -25,11 +25,11 @@ from adapters.slurm.levers import DEFAULT_GRACE_S, Levers, drained, drained_by_g
 from adapters.slurm.reader import SlurmReader
 from adapters.slurm.runner import CommandRunner
 from adapters.slurm.tiers import TierResolver, nodes_to_domain, to_domain
-from gateway.api.acks import CheckpointAcks
 from gateway.clock import Clock, SystemClock
 from gateway.config.models import DcflexConfig, SchedulerConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, Job, JobState
 from gateway.exceptions import AdapterError, AdapterTimeout, AdapterUnavailable, CommandFailed
+from gateway.jobchannel.acks import CheckpointAcks
 from gateway.ports import Facts, Recall
 
 __all__ = ["SlurmAdapter"]

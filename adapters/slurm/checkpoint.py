@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gateway.api.acks import CheckpointAcks
 from gateway.clock import Clock
+from gateway.jobchannel.acks import CheckpointAcks
 
 __all__ = ["AckWaiter", "Armed", "CheckpointRecord", "Received"]
 

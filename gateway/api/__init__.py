@@ -1,7 +1,5 @@
-"""The gateway's HTTP API (aiohttp, loopback by default)."""
+"""The gateway's HTTP API (aiohttp, loopback by default): status, health, and the job channel's endpoints."""
 
-from gateway.api.acks import CheckpointAcks
-from gateway.api.directives import JobDirectives
 from gateway.api.server import ApiServer, build_app
 
-__all__ = ["ApiServer", "CheckpointAcks", "JobDirectives", "build_app"]
+__all__ = ["ApiServer", "build_app"]

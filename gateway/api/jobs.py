@@ -20,9 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.directives import JobDirectives
 from gateway.api.errors import BadBody, read_json
 from gateway.clock import Clock
+from gateway.jobchannel.directives import JobDirectives
 
 __all__ = ["DIRECTIVES_KEY", "MAX_ETA_S", "add_directive_routes"]
 

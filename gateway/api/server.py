@@ -25,11 +25,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.acks import Ack, CheckpointAcks
-from gateway.api.directives import JobDirectives
 from gateway.api.errors import BadBody, error, json_errors, read_json
 from gateway.api.jobs import add_directive_routes
 from gateway.clock import Clock
+from gateway.jobchannel.acks import Ack, CheckpointAcks
+from gateway.jobchannel.directives import JobDirectives
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.+:-]{1,128}$")
 _MAX_BODY = 16 * 1024

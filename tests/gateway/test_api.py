@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
-from gateway.api import ApiServer, CheckpointAcks, build_app
+from gateway.api import ApiServer, build_app
 from gateway.clock import ManualClock
+from gateway.jobchannel import CheckpointAcks
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 

@@ -17,8 +17,9 @@ from types import FrameType
 
 import pytest
 
-from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
+from gateway.api import ApiServer, build_app
 from gateway.clock import ManualClock
+from gateway.jobchannel import CheckpointAcks, JobDirectives
 from gateway.jobside import JobHelper
 from gateway.jobside_link import settings_from_env
 

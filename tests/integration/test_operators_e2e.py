@@ -37,11 +37,11 @@ import aiohttp
 import aiomqtt
 import pytest
 
-from gateway.api import CheckpointAcks
 from gateway.app import Gateway, build_scheduler, power_model
 from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import EventState, JobState
+from gateway.jobchannel import CheckpointAcks
 from gateway.sinks.mqtt import MqttSink
 from gateway.sinks.mqtt.payloads import to_topic_level
 from gateway.sinks.tsdb import TsdbSink

@@ -47,11 +47,11 @@ from adapters.ray.client import RayDashboardClient
 from adapters.ray.hold import hold_id
 from adapters.ray.levers import KEY_RESUMED_FROM, resubmission_id
 from adapters.ray.model import JobSpec
-from gateway.api import CheckpointAcks, JobDirectives
 from gateway.app import Gateway, build_scheduler, power_model
 from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, EventState, Tier
+from gateway.jobchannel import CheckpointAcks, JobDirectives
 from gateway.ports import Facts, Recall
 from gateway.power.meter import ModelledMeter
 from simulators.vtn import ScriptedVtn

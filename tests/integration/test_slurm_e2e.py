@@ -30,11 +30,11 @@ from pathlib import Path
 import pytest
 
 from adapters.slurm.adapter import SlurmAdapter
-from gateway.api import CheckpointAcks
 from gateway.app import Gateway, build_scheduler, power_model
 from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import ActionKind, EventState
+from gateway.jobchannel import CheckpointAcks
 from gateway.journal import ActionRecord, Journal
 from simulators.vtn import ScriptedVtn
 from tests.adapters.slurm.test_adapter_real import sh, slurm_env

@@ -17,12 +17,12 @@ from adapters.ray.hold import hold_id
 from adapters.ray.levers import resubmission_id
 from adapters.ray.model import StopRecord
 from adapters.ray.tiers import RayTierResolver
-from gateway.api.acks import CheckpointAcks
-from gateway.api.directives import JobDirectives
 from gateway.clock import ManualClock
 from gateway.config.models import ApiConfig, DcflexConfig, SchedulerConfig, TiersConfig
 from gateway.domain import Action, ActionKind, JobState, Tier
 from gateway.exceptions import CommandFailed
+from gateway.jobchannel.acks import CheckpointAcks
+from gateway.jobchannel.directives import JobDirectives
 from tests.adapters.ray.fakes import JOBS, FakeDashboard
 
 NOW = datetime(2026, 11, 26, 11, 30, tzinfo=UTC)

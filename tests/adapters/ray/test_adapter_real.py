@@ -31,11 +31,12 @@ from adapters.ray.hold import hold_id
 from adapters.ray.levers import resubmission_id
 from adapters.ray.model import KEY_ENTRYPOINT, JobSpec
 from adapters.ray.tiers import RayTierResolver
-from gateway.api import ApiServer, CheckpointAcks, JobDirectives, build_app
+from gateway.api import ApiServer, build_app
 from gateway.clock import SystemClock
 from gateway.config.models import RaySchedulerConfig, RayServeRule, SchedulerConfig, TiersConfig
 from gateway.domain import Action, ActionKind, JobState, Tier
 from gateway.exceptions import CommandFailed
+from gateway.jobchannel import CheckpointAcks, JobDirectives
 from gateway.planner import plan
 from gateway.ports import Recall
 from tests.adapters.ray.apps import serve_app

@@ -22,11 +22,12 @@ import pytest
 
 from adapters.slurm.adapter import SlurmAdapter
 from adapters.slurm.tiers import TierResolver
-from gateway.api import ApiServer, CheckpointAcks, build_app
+from gateway.api import ApiServer, build_app
 from gateway.clock import SystemClock
 from gateway.config.models import SchedulerConfig, SlurmSchedulerConfig, TierRule, TiersConfig
 from gateway.domain import Action, ActionKind, ClusterSnapshot, JobState, Tier
 from gateway.exceptions import AdapterTimeout, AdapterUnavailable, CommandFailed
+from gateway.jobchannel import CheckpointAcks
 from gateway.ports import Recall
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,13 @@ import pytest
 from adapters.slurm.adapter import SlurmAdapter
 from adapters.slurm.checkpoint import AckWaiter, Armed
 from adapters.slurm.tiers import TierResolver
-from gateway.api import ApiServer, CheckpointAcks, build_app
-from gateway.api.acks import Ack
+from gateway.api import ApiServer, build_app
 from gateway.cli import main
 from gateway.clock import SystemClock
 from gateway.config.models import SchedulerConfig, SlurmSchedulerConfig, TiersConfig
 from gateway.domain import Action, ActionKind
+from gateway.jobchannel import CheckpointAcks
+from gateway.jobchannel.acks import Ack
 
 # ------------------------------------------------------------------------------ dcflex ack
 
