@@ -21,7 +21,7 @@ from gateway.api import ApiServer, build_app
 from gateway.clock import ManualClock
 from gateway.jobchannel import CheckpointAcks, JobDirectives
 from gateway.jobside import JobHelper
-from gateway.jobside_link import settings_from_env
+from gateway.jobside.link import settings_from_env
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 POLL_S = 0.05
@@ -240,7 +240,7 @@ async def test_settings_from_the_environment() -> None:
 
 async def test_importing_the_helper_pulls_in_no_gateway_dependencies() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-X", "importtime", "-c", "import gateway.jobside, gateway.jobside_ray",
+        sys.executable, "-X", "importtime", "-c", "import gateway.jobside, gateway.jobside.ray",
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
     assert proc.returncode == 0

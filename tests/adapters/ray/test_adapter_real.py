@@ -91,7 +91,7 @@ try:  # Ray Train v2 (the default from Ray 2.5x), else v1
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 except ImportError:
     from ray.train.data_parallel_trainer import DataParallelTrainer
-from gateway.jobside_ray import report_with_checkpoint, resume_checkpoint
+from gateway.jobside.ray import report_with_checkpoint, resume_checkpoint
 
 
 def loop(config):
@@ -279,7 +279,7 @@ async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(s
 
 
 async def test_a_ray_train_job_checkpoints_through_the_helper_and_resumes_from_it(site: Site) -> None:
-    """``gateway.jobside_ray`` inside a real Ray Train worker: asked by the gateway, it reports a checkpoint to
+    """``gateway.jobside.ray`` inside a real Ray Train worker: asked by the gateway, it reports a checkpoint to
     Ray Train and acknowledges where Ray keeps it; the resubmitted job's worker restores from that path."""
     (site.workdir / "ray_train.py").write_text(RAY_TRAIN)
     wd = await site.client.upload_working_dir(site.workdir)

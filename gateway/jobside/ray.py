@@ -5,7 +5,7 @@ the checkpoint to Ray Train, acknowledges the copy Ray persisted under the run's
 resubmitted job's worker restores from it. Ray is imported inside the functions only, so this module
 imports without Ray (and the gateway process never imports it).
 
-    from gateway.jobside_ray import report_with_checkpoint, resume_checkpoint
+    from gateway.jobside.ray import report_with_checkpoint, resume_checkpoint
 
     def train_func(config):
         step = 0

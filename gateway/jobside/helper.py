@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Mapping
 from types import FrameType
 from typing import Any
 
-from gateway.jobside_link import (
+from gateway.jobside.link import (
     DEFAULT_EXIT_FLUSH_S,
     DEFAULT_POLL_S,
     MAX_TIMEOUT_S,

@@ -1,8 +1,9 @@
 """The job-side helper: what a training script imports to hear from the dcflex gateway.
 
 Standard library only, so a training environment needs nothing else: ``import gateway.jobside``
-imports no aiohttp, pydantic or openleadr (``gateway/__init__.py`` is trivial; the wire part lives in
-``gateway.jobside_link``, equally light).
+imports no aiohttp, pydantic or openleadr (``gateway/__init__.py`` imports the standard library only; the wire
+part lives in ``gateway.jobside.link``, equally light). ``tests/gateway/test_jobside_package.py`` proves it in a
+bare virtualenv.
 
     from gateway import jobside
 
@@ -44,8 +45,8 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncGenerator
 
-from gateway.jobside_helper import JobHelper
-from gateway.jobside_link import Directive
+from gateway.jobside.helper import JobHelper
+from gateway.jobside.link import Directive
 
 __all__ = [
     "Directive", "JobHelper", "acknowledge", "current", "default", "directives", "flush",
