@@ -96,6 +96,7 @@ class HostileVtn:
         self.received: list[tuple[str, str, dict[str, Any], bytes]] = []
         self.polls = 0
         self.served = 0  # scripted answers handed out
+        self.created_reply: Answer | None = None  # what every oadrCreatedEvent gets instead of an oadrResponse
         self._progress = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -155,6 +156,8 @@ class HostileVtn:
                 self.served += 1
                 self._progress.set()
                 return await self._scripted(request, answer)
+        if kind == "oadrCreatedEvent" and self.created_reply is not None:
+            return await self._scripted(request, self.created_reply)
         if kind == "oadrUpdateReport":
             return self._xml("oadrUpdatedReport", response=ok, ven_id=VEN_ID)
         return self._xml("oadrResponse", response=ok, ven_id=VEN_ID)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
 import ssl
@@ -77,6 +78,8 @@ _INVALID_DATA = 454  # enums.STATUS_CODES.INVALID_DATA
 _SIGNAL_NOT_SUPPORTED = 460  # enums.STATUS_CODES.SIGNAL_NOT_SUPPORTED, as openleadr answers unknown names
 _MEMORY = 1000  # answers and cancellations remembered (oldest forgotten first)
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Set while the VEN sends its answer to a refused message (per task): a refused reply to that answer is not answered.
+_ANSWERING_REFUSAL: contextvars.ContextVar[bool] = contextvars.ContextVar("dcflex_answering_refusal", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +631,8 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     async def _answer_refused(self, err: HostileInput) -> None:
         """A refused message the VTN expects an answer to gets its 2.0b answer with 454 Invalid Data and nothing
         else (``ANSWERS``): a refused oadrDistributeEvent, an oadrCreatedEvent with no event response."""
+        if _ANSWERING_REFUSAL.get():  # the VTN answered our 454 with another refused message: no ping-pong
+            return
         kind, service, extra = ANSWERS[str(err.message_type)]
         response = {"response_code": INVALID_DATA, "response_description": _xml_text(f"refused: {err}", 200),
                     "request_id": safe_request_id(err.request_id)}
@@ -636,7 +641,11 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         except Exception:
             logger.exception("could not build the %s answering a refused %s", kind, err.message_type)
             return
-        await self._perform_request(service, message)
+        token = _ANSWERING_REFUSAL.set(True)
+        try:
+            await self._perform_request(service, message)
+        finally:
+            _ANSWERING_REFUSAL.reset(token)
 
     async def run(self) -> None:
         await super().run()

@@ -1,0 +1,39 @@
+"""A refused distribution is answered once with 454, even when the VTN answers that with another refused one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.clock import SystemClock
+from gateway.config.models import VenConfig
+from gateway.domain import GridEvent, OptDecision
+from gateway.ven import Ven
+from tests.hostile_corpus import FIXTURES
+from tests.hostile_vtn import Answer, HostileVtn
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def on_event(self, event: GridEvent) -> OptDecision:
+        self.events.append(event.event_id)
+        return OptDecision(True, "ok")
+
+    async def on_cancel(self, event_id: str, reason: str) -> None:
+        return None
+
+
+async def test_a_vtn_answering_our_454_with_more_garbage_gets_no_ping_pong() -> None:
+    invalid = (FIXTURES / "schema-invalid.xml").read_bytes()
+    handler = Handler()
+    async with HostileVtn(poll_s=0.5) as vtn:
+        vtn.created_reply = Answer(invalid)
+        vtn.queue.append(Answer(invalid))
+        async with Ven(VenConfig(vtn_url=vtn.url, poll_interval_s=0.5), handler, SystemClock()) as ven:
+            await vtn.wait_served(1)
+            await asyncio.sleep(1.5)  # three more polls: room for a loop to show
+            answers = [p for p, _ in vtn.sent_by_ven("oadrCreatedEvent") if p["response"]["response_code"] == 454]
+            assert len(answers) == 1
+            assert ven.refusals.counts == {"schema": 2}  # the distribution, and the VTN's reply to our answer
+    assert handler.events == []
