@@ -75,16 +75,21 @@ def _many_signals(n: int) -> bytes:
     return distribution(e)
 
 
-def _create_report(report_request_id: str, granularity: str = "PT1M") -> bytes:
-    """An oadrCreateReport (a request for the VEN's telemetry) whose ids and period (as written) the VTN chose."""
+def _create_report(report_request_id: str, granularity: str = "PT1M", count: int = 1) -> bytes:
+    """An oadrCreateReport (``count`` requests for the VEN's telemetry) whose ids and period (as written) the VTN
+    chose."""
     from openleadr.messaging import create_message
 
-    request = {"report_request_id": report_request_id,
-               "report_specifier": {"report_specifier_id": "dcflex-telemetry", "granularity": timedelta(minutes=7),
-                                    "report_back_duration": timedelta(minutes=1),
-                                    "specifier_payloads": [{"r_id": "site-power", "reading_type": "Direct Read"}]}}
-    text = create_message("oadrCreateReport", request_id="req-report", ven_id="ven-hostile-1", report_requests=[request])
+    requests = [_report_request(f"{report_request_id}-{n}" if count > 1 else report_request_id) for n in range(count)]
+    text = create_message("oadrCreateReport", request_id="req-report", ven_id="ven-hostile-1", report_requests=requests)
     return text.replace(">PT7M<", f">{granularity}<").encode("utf-8")
+
+
+def _report_request(report_request_id: str) -> dict[str, object]:
+    return {"report_request_id": report_request_id,
+            "report_specifier": {"report_specifier_id": "dcflex-telemetry", "granularity": timedelta(minutes=7),
+                                 "report_back_duration": timedelta(minutes=1),
+                                 "specifier_payloads": [{"r_id": "site-power", "reading_type": "Direct Read"}]}}
 
 
 def _corrupt_gzip() -> bytes:
@@ -130,6 +135,7 @@ CASES: list[Case] = [
     Case("50-signals", "too_many", lambda: [Answer(_many_signals(50))], answered_454=True),
     Case("1MB-event-id", "too_long", lambda: [Answer(valid("E" * (1 << 20)))], answered_454=True),
     Case("create-report-1MB-id", "too_long", lambda: [Answer(_create_report("R" * (1 << 20)))], answered_454=True),
+    Case("21-report-requests", "too_many", lambda: [Answer(_create_report("rr-many", count=21))], answered_454=True),
     Case("create-report-negative-granularity", "bad_value", lambda: [Answer(_create_report("rr-neg", "-PT5S"))],
          answered_454=True),
     Case("redirect-off-origin", "redirect",

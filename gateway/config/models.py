@@ -38,6 +38,8 @@ class VenLimits(Section):
     max_events: int = Field(default=100, ge=1, le=100_000, description="events in one oadrDistributeEvent")
     max_signals: int = Field(default=20, ge=1, le=1000, description="signals (and baselines) in one event")
     max_intervals: int = Field(default=2_000, ge=1, le=100_000, description="intervals in one signal")
+    max_report_requests: int = Field(default=20, ge=1, le=10_000,
+                                     description="report requests in one oadrCreateReport, and in force at once")
     max_id_chars: int = Field(default=256, ge=16, le=65_536, description="characters of an id or attribute")
     max_text_chars: int = Field(default=8_192, ge=256, le=1_048_576, description="characters of any other text")
 

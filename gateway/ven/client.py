@@ -474,7 +474,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
             await self.create_party_reregistration()
         elif message_type == "oadrCreateReport":
             try:
-                check_report_requests(payload)
+                check_report_requests(payload, in_force=len(self.report_requests), limit=self._limits.max_report_requests)
             except HostileInput as err:
                 await self._refusals.refused(err, f"{self.vtn_url}/OadrPoll")
                 await self._answer_refused(err)

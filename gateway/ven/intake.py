@@ -54,6 +54,7 @@ class IntakeLimits:
     max_events: int = 100
     max_signals: int = 20
     max_intervals: int = 2_000
+    max_report_requests: int = 20
     max_id_chars: int = 256
     max_text_chars: int = 8_192
 
@@ -175,7 +176,8 @@ def _walk(root: etree._Element, limits: IntakeLimits) -> None:
 
 
 def _count(node: etree._Element, qname: etree.QName, limits: IntakeLimits) -> None:
-    """Per-container counts: events per distribution, signals per event, intervals per signal."""
+    """Per-container counts: events per distribution, signals per event, intervals per signal, report requests
+    per oadrCreateReport."""
     local = qname.localname
     if local == "oadrDistributeEvent" and qname.namespace == _OADR_NS:
         found, limit, what = len(node.findall(f"{{{_OADR_NS}}}oadrEvent")), limits.max_events, "events"
@@ -184,6 +186,9 @@ def _count(node: etree._Element, qname: etree.QName, limits: IntakeLimits) -> No
         limit, what = limits.max_signals, "signals in one event"
     elif local == "intervals" and qname.namespace == _STRM_NS:
         found, limit, what = len(node), limits.max_intervals, "intervals in one signal"
+    elif local == "oadrCreateReport" and qname.namespace == _OADR_NS:
+        found = len(node.findall(f"{{{_OADR_NS}}}oadrReportRequest"))
+        limit, what = limits.max_report_requests, "report requests"
     else:
         return
     if found > limit:

@@ -41,10 +41,16 @@ Alert = Callable[[str, str], Awaitable[None]]
 """``alert(code, message)``: tell the operators (the gateway's alert outputs)."""
 
 
-def check_report_requests(payload: Mapping[str, Any]) -> None:
-    """Refuse an ``oadrCreateReport`` asking for a negative period (xs:duration allows ``-PT5S``): openleadr
-    would schedule its report job from it and fail inside its scheduler, after answering the VTN 200."""
-    for request in payload.get("report_requests") or []:
+def check_report_requests(payload: Mapping[str, Any], *, in_force: int = 0, limit: int = 20) -> None:
+    """Refuse an ``oadrCreateReport`` asking for a negative period (xs:duration allows ``-PT5S``: openleadr would
+    schedule its report job from it and fail inside its scheduler, after answering the VTN 200), or that would put
+    more than ``limit`` report requests in force (each is a job the VEN runs; new ids would pile up)."""
+    requests = payload.get("report_requests") or []
+    if in_force + len(requests) > limit:
+        raise HostileInput("too_many", f"{len(requests)} more report request(s) on top of {in_force} in force, more "
+                           f"than {limit} (max_report_requests)", where="oadrCreateReport",
+                           message_type="oadrCreateReport", request_id=payload.get("request_id"))
+    for request in requests:
         spec = request.get("report_specifier") if isinstance(request, Mapping) else None
         if not isinstance(spec, Mapping):
             continue

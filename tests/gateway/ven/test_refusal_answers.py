@@ -1,13 +1,19 @@
-"""A refused distribution is answered once with 454, even when the VTN answers that with another refused one."""
+"""Refusals the VEN answers: once with 454, even when the VTN answers that with another refused message; report
+requests bounded per message and in force; negative periods refused."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+
+import pytest
 
 from gateway.clock import SystemClock
 from gateway.config.models import VenConfig
 from gateway.domain import GridEvent, OptDecision
+from gateway.exceptions import HostileInput
 from gateway.ven import Ven
+from gateway.ven.refusals import check_report_requests
 from tests.hostile_corpus import FIXTURES
 from tests.hostile_vtn import Answer, HostileVtn
 
@@ -37,3 +43,18 @@ async def test_a_vtn_answering_our_454_with_more_garbage_gets_no_ping_pong() -> 
             assert len(answers) == 1
             assert ven.refusals.counts == {"schema": 2}  # the distribution, and the VTN's reply to our answer
     assert handler.events == []
+
+
+def test_report_requests_in_force_are_bounded_and_negative_periods_refused() -> None:
+    def payload(n: int, granularity: timedelta = timedelta(minutes=1)) -> dict[str, object]:
+        return {"request_id": "r", "report_requests": [
+            {"report_request_id": f"rr-{i}", "report_specifier": {"granularity": granularity}} for i in range(n)]}
+
+    check_report_requests(payload(8), in_force=12, limit=20)  # exactly at the limit
+    with pytest.raises(HostileInput) as caught:
+        check_report_requests(payload(8), in_force=13, limit=20)
+    assert caught.value.kind == "too_many" and "13 in force" in str(caught.value)
+    check_report_requests(payload(1, timedelta(0)))  # 0: one report, as the spec means it
+    with pytest.raises(HostileInput) as caught:
+        check_report_requests(payload(1, timedelta(seconds=-5)))
+    assert caught.value.kind == "bad_value" and caught.value.message_type == "oadrCreateReport"
