@@ -81,7 +81,7 @@ def _child(url: str) -> None:
 async def _serve(names: list[str]) -> dict[str, Any]:
     import gateway  # noqa: F401  # its warning filters before openleadr is imported by the corpus
     from tests.hostile_corpus import CASES
-    from tests.hostile_vtn import Answer, free_port, valid
+    from tests.hostile_vtn import Answer, free_port, respond, valid
 
     cases = {c.name: c for c in CASES}
     answers: dict[str, Answer] = {"valid-event": Answer(valid("bench-ok"))}
@@ -90,17 +90,7 @@ async def _serve(names: list[str]) -> dict[str, Any]:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         await request.read()
-        answer = answers[request.match_info["name"]]
-        if answer.stream is None:
-            return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
-        response = web.StreamResponse(status=answer.status, headers=answer.headers)
-        await response.prepare(request)
-        try:
-            async for chunk in answer.stream():
-                await response.write(chunk)
-        except (ConnectionError, asyncio.CancelledError):
-            return response
-        return response
+        return await respond(request, answers[request.match_info["name"]])
 
     app = web.Application()
     app.router.add_post("/{name}", handle)

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from openleadr.messaging import create_message, parse_message
 
-__all__ = ["Answer", "HostileVtn", "distribution", "event", "free_port", "gzip_bomb", "valid"]
+__all__ = ["Answer", "HostileVtn", "distribution", "event", "free_port", "gzip_bomb", "respond", "valid"]
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 VEN_ID = "ven-hostile-1"
@@ -163,14 +163,19 @@ class HostileVtn:
         return self._xml("oadrResponse", response=ok, ven_id=VEN_ID)
 
     async def _scripted(self, request: web.Request, answer: Answer) -> web.StreamResponse:
-        if answer.stream is None:
-            return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
-        response = web.StreamResponse(status=answer.status, headers=answer.headers)
-        await response.prepare(request)
-        try:
-            async for chunk in answer.stream():
-                await response.write(chunk)
-        except (ConnectionError, asyncio.CancelledError):
-            return response  # the VEN hung up: what it should do
-        await response.write_eof()
-        return response
+        return await respond(request, answer)
+
+
+async def respond(request: web.Request, answer: Answer) -> web.StreamResponse:
+    """Serve one scripted answer: its body, or its stream until done or until the client hangs up."""
+    if answer.stream is None:
+        return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
+    response = web.StreamResponse(status=answer.status, headers=answer.headers)
+    await response.prepare(request)
+    try:
+        async for chunk in answer.stream():
+            await response.write(chunk)
+    except (ConnectionError, asyncio.CancelledError):
+        return response  # the VEN hung up: what it should do
+    await response.write_eof()
+    return response
