@@ -46,12 +46,13 @@ def _child(url: str) -> None:
     """Receive one answer from ``url`` the way the VEN does; print the figures as JSON."""
     import aiohttp
 
+    from gateway.config.models import VenLimits
     from gateway.exceptions import HostileInput, ProtocolError
-    from gateway.ven.intake import IntakeLimits, admit
+    from gateway.ven.intake import admit
     from gateway.ven.translate import translate_event
     from gateway.ven.transport import post_bounded, session_options
 
-    limits = IntakeLimits()
+    limits = VenLimits()
     rss_before = _status_mb("VmHWM")
 
     async def receive() -> tuple[str, float]:

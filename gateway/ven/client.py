@@ -56,7 +56,7 @@ from gateway.config.models import VenConfig
 from gateway.domain import OptDecision
 from gateway.exceptions import AdapterUnavailable, ConfigError, HostileInput, ProtocolError
 from gateway.ports import EventHandler
-from gateway.ven.intake import IntakeLimits, admit
+from gateway.ven.intake import admit
 from gateway.ven.opt import check_opt_target, send_opt_out
 from gateway.ven.outbound import escaping
 from gateway.ven.projections import ProjectedReport, ProjectionSource
@@ -324,7 +324,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         self._polls = 0
         self._closed = False
         self._empty_warned: set[str] = set()
-        self._limits = IntakeLimits(**config.limits.model_dump())
+        self._limits = config.limits
         self._refusals = refusals if refusals is not None else Refusals(clock, None)
         if sampler is not None:
             register_telemetry_report(self, sampler, config)

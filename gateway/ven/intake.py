@@ -24,10 +24,12 @@ import re
 from dataclasses import dataclass
 
 from lxml import etree
+from openleadr.messaging import XML_SCHEMA  # the 2.0b schema openleadr's own parser validates against
 
+from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput
 
-__all__ = ["Admitted", "IntakeLimits", "admit", "decode_xml", "message_type_of"]
+__all__ = ["Admitted", "admit", "decode_xml", "message_type_of"]
 
 _XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 _OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
@@ -41,22 +43,6 @@ _DOCTYPE = re.compile(r"<!DOCTYPE", re.IGNORECASE)
 _ID_NAME = re.compile(r"(ID|Id|id|marketContext|venName|resourceID|groupID|partyID)$")
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
          (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
-
-
-@dataclass(frozen=True, slots=True)
-class IntakeLimits:
-    """Bounds on what a VTN may send; anything past one is refused, never acted on (``[ven.limits]``)."""
-
-    max_wire_bytes: int = 2 * 1024 * 1024
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_depth: int = 40
-    max_elements: int = 100_000
-    max_events: int = 100
-    max_signals: int = 20
-    max_intervals: int = 2_000
-    max_report_requests: int = 20
-    max_id_chars: int = 256
-    max_text_chars: int = 8_192
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +60,6 @@ def _parser() -> etree.XMLParser:
 
 
 _PARSER = _parser()
-_SCHEMA: etree.XMLSchema | None = None
-
-
-def _schema() -> etree.XMLSchema:
-    """openleadr's 2.0b schema, loaded once (the same file its parser validates against)."""
-    global _SCHEMA
-    if _SCHEMA is None:
-        from openleadr.messaging import XML_SCHEMA
-
-        _SCHEMA = XML_SCHEMA
-    return _SCHEMA
 
 
 def decode_xml(body: bytes) -> str:
@@ -138,7 +113,7 @@ def _path(element: etree._Element) -> str:
     return "/".join(reversed(parts))
 
 
-def _walk(root: etree._Element, limits: IntakeLimits) -> None:
+def _walk(root: etree._Element, limits: VenLimits) -> None:
     """One pass over the tree: refused kinds of node, depth, counts and lengths."""
     elements = 0
     stack: list[tuple[etree._Element, int]] = [(root, 1)]
@@ -175,7 +150,7 @@ def _walk(root: etree._Element, limits: IntakeLimits) -> None:
         stack.extend((child, depth + 1) for child in reversed(node))
 
 
-def _count(node: etree._Element, qname: etree.QName, limits: IntakeLimits) -> None:
+def _count(node: etree._Element, qname: etree.QName, limits: VenLimits) -> None:
     """Per-container counts: events per distribution, signals per event, intervals per signal, report requests
     per oadrCreateReport."""
     local = qname.localname
@@ -195,13 +170,13 @@ def _count(node: etree._Element, qname: etree.QName, limits: IntakeLimits) -> No
         raise HostileInput("too_many", f"{found} {what}, more than {limit}", where=_path(node))
 
 
-def admit(body: bytes, limits: IntakeLimits) -> Admitted:
+def admit(body: bytes, limits: VenLimits) -> Admitted:
     """Pass ``body`` (the whole, already size-bounded and decompressed answer) or raise ``HostileInput``."""
     if len(body) > limits.max_body_bytes:
         raise HostileInput("too_large", f"{len(body)} bytes, more than {limits.max_body_bytes}", where="body")
-    text = decode_xml(body)
-    declaration = _DECL.match(text.lstrip("\ufeff \t\r\n"))
-    rest = text.lstrip("\ufeff \t\r\n")[declaration.end():] if declaration else text
+    text = decode_xml(body).lstrip("\ufeff \t\r\n")
+    declaration = _DECL.match(text)
+    rest = text[declaration.end():] if declaration else text
     if _DOCTYPE.search(rest, 0, _prolog_end(rest)):
         raise HostileInput("doctype", "a DOCTYPE declaration (DTDs, entities and external references are refused)",
                            where="prolog")
@@ -219,9 +194,8 @@ def admit(body: bytes, limits: IntakeLimits) -> Admitted:
     message_type = message_type_of(root)
     try:
         _walk(root, limits)
-        schema = _schema()
-        if not schema.validate(root):
-            error = schema.error_log.last_error
+        if not XML_SCHEMA.validate(root):
+            error = XML_SCHEMA.error_log.last_error
             detail = _short(error.message) if error is not None else "invalid"
             raise HostileInput("schema", f"not a valid OpenADR 2.0b {message_type}: {detail}",
                                where=f"line {error.line}" if error is not None else message_type)
@@ -232,7 +206,7 @@ def admit(body: bytes, limits: IntakeLimits) -> Admitted:
     return Admitted(message_type, clean, root)
 
 
-def _request_id(root: etree._Element, limits: IntakeLimits) -> str | None:
+def _request_id(root: etree._Element, limits: VenLimits) -> str | None:
     """The message's first requestID (the one its answer echoes), when it is within the id limit."""
     for node in root.iter(f"{{{_PYLD_NS}}}requestID"):
         text = node.text or ""

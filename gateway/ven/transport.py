@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput
-from gateway.ven.intake import IntakeLimits
 
 __all__ = ["MAX_REDIRECTS", "Reply", "post_bounded", "session_options"]
 
@@ -88,7 +88,7 @@ class _Inflater:
         return bytes(self._out)
 
 
-async def _read(response: aiohttp.ClientResponse, limits: IntakeLimits) -> bytes:
+async def _read(response: aiohttp.ClientResponse, limits: VenLimits) -> bytes:
     declared = response.content_length
     if declared is not None and declared > limits.max_wire_bytes:
         raise HostileInput("too_large", f"Content-Length {declared} is more than {limits.max_wire_bytes} bytes "
@@ -104,7 +104,7 @@ async def _read(response: aiohttp.ClientResponse, limits: IntakeLimits) -> bytes
     return inflater.result()
 
 
-async def post_bounded(session: aiohttp.ClientSession, url: str, data: str | bytes, limits: IntakeLimits) -> Reply:
+async def post_bounded(session: aiohttp.ClientSession, url: str, data: str | bytes, limits: VenLimits) -> Reply:
     """POST ``data`` to ``url`` and read the answer under ``limits``; same-origin redirects only.
 
     Raises ``HostileInput`` (a redirect off the origin, a body past a limit, an encoding it cannot bound) and

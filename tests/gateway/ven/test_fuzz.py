@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from lxml import etree
 from openleadr.messaging import create_message, parse_message
 
+from gateway.config.models import VenLimits
 from gateway.exceptions import ProtocolError
-from gateway.ven.intake import IntakeLimits, admit
+from gateway.ven.intake import admit
 from gateway.ven.translate import translate_event
 from tests.hostile_vtn import distribution, event
 
 EXAMPLES = int(os.environ.get("DCFLEX_FUZZ_EXAMPLES", "150"))
-LIMITS = IntakeLimits()
+LIMITS = VenLimits()
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 150,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -6,15 +6,16 @@ from __future__ import annotations
 import pytest
 from openleadr.messaging import create_message, parse_message
 
+from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput, ProtocolError
-from gateway.ven.intake import IntakeLimits, admit, decode_xml
+from gateway.ven.intake import admit, decode_xml
 from tests.hostile_corpus import FILE_CASES, FIXTURES, Case
 from tests.hostile_vtn import distribution, event, valid
 
-LIMITS = IntakeLimits()
+LIMITS = VenLimits()
 
 
-def refused(body: bytes, limits: IntakeLimits = LIMITS) -> HostileInput:
+def refused(body: bytes, limits: VenLimits = LIMITS) -> HostileInput:
     with pytest.raises(HostileInput) as caught:
         admit(body, limits)
     return caught.value
@@ -65,15 +66,15 @@ def test_bytes_that_are_not_the_declared_encoding_are_refused_with_the_byte() ->
 
 
 @pytest.mark.parametrize(("limits", "body", "kind"), [
-    (IntakeLimits(max_events=2), distribution(event("a"), event("b"), event("c")), "too_many"),
-    (IntakeLimits(max_signals=1), None, "too_many"),
-    (IntakeLimits(max_id_chars=16), valid("x" * 17), "too_long"),
-    (IntakeLimits(max_text_chars=256), None, "too_long"),
-    (IntakeLimits(max_depth=16), None, "too_deep"),
-    (IntakeLimits(max_elements=100), distribution(*(event(f"e{i}") for i in range(5))), "too_many"),
-    (IntakeLimits(max_body_bytes=4096), distribution(*(event(f"e{i}") for i in range(5))), "too_large"),
+    (VenLimits(max_events=2), distribution(event("a"), event("b"), event("c")), "too_many"),
+    (VenLimits(max_signals=1), None, "too_many"),
+    (VenLimits(max_id_chars=16), valid("x" * 17), "too_long"),
+    (VenLimits(max_text_chars=256), None, "too_long"),
+    (VenLimits(max_depth=16), None, "too_deep"),
+    (VenLimits(max_elements=100), distribution(*(event(f"e{i}") for i in range(5))), "too_many"),
+    (VenLimits(max_body_bytes=4096), distribution(*(event(f"e{i}") for i in range(5))), "too_large"),
 ])
-def test_each_limit_refuses_past_it(limits: IntakeLimits, body: bytes | None, kind: str) -> None:
+def test_each_limit_refuses_past_it(limits: VenLimits, body: bytes | None, kind: str) -> None:
     if body is None:
         e = event("lim")
         if limits.max_signals == 1:
@@ -88,7 +89,7 @@ def test_each_limit_refuses_past_it(limits: IntakeLimits, body: bytes | None, ki
 
 
 def test_a_refused_distribution_carries_its_type_and_a_usable_request_id() -> None:
-    err = refused(distribution(event("a"), event("b"), request_id="req-77"), IntakeLimits(max_events=1))
+    err = refused(distribution(event("a"), event("b"), request_id="req-77"), VenLimits(max_events=1))
     assert err.message_type == "oadrDistributeEvent" and err.request_id == "req-77"
 
 

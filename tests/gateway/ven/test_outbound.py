@@ -76,13 +76,14 @@ async def test_the_count_of_kinds_is_bounded() -> None:
 
 
 def test_every_answer_to_a_refused_message_renders_as_valid_2_0b() -> None:
-    from gateway.ven.intake import IntakeLimits, admit
+    from gateway.config.models import VenLimits
+    from gateway.ven.intake import admit
     from gateway.ven.refusals import ANSWERS
 
     make = escaping(create_message)
     for refused, (kind, _, extra) in ANSWERS.items():
         message = make(kind, ven_id="ven-1", response={"response_code": 454, "response_description": "refused: <x>",
                                                        "request_id": None}, **extra)
-        admitted = admit(message.encode(), IntakeLimits())  # the schema passes it
+        admitted = admit(message.encode(), VenLimits())  # the schema passes it
         assert admitted.message_type == kind, refused
         assert parse_message(admitted.body)[1]["response"]["response_code"] == 454

@@ -11,12 +11,12 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput
-from gateway.ven.intake import IntakeLimits
 from gateway.ven.transport import _origin, post_bounded, session_options
 from tests.hostile_vtn import free_port, gzip_bomb
 
-LIMITS = IntakeLimits(max_wire_bytes=64 * 1024, max_body_bytes=256 * 1024)
+LIMITS = VenLimits(max_wire_bytes=64 * 1024, max_body_bytes=256 * 1024)
 
 
 @pytest.fixture
