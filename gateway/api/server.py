@@ -58,23 +58,23 @@ def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, cloc
     async def checkpoint_ack(request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
         if not _JOB_ID.match(job_id):
-            return _error(400, f"job id {job_id!r} is not a valid job id (letters, digits, _.+:- only)")
+            return error(400, f"job id {job_id!r} is not a valid job id (letters, digits, _.+:- only)")
         body: dict[str, Any] = {}
         if request.can_read_body:
             try:
                 raw = await read_json(request)
             except BadBody as why:
-                return _error(400, f"body must be JSON, e.g. {{\"checkpoint_path\": \"/ckpt/step-100\"}}: {why}")
+                return error(400, f"body must be JSON, e.g. {{\"checkpoint_path\": \"/ckpt/step-100\"}}: {why}")
             if not isinstance(raw, dict):
-                return _error(400, "body must be a JSON object")
+                return error(400, "body must be a JSON object")
             body = raw
         path = body.get("checkpoint_path", "")
         event_id = body.get("event_id", "")
         if not isinstance(path, str) or not isinstance(event_id, str) or len(path) > 4096:
-            return _error(400, "checkpoint_path and event_id must be strings (path at most 4096 characters)")
+            return error(400, "checkpoint_path and event_id must be strings (path at most 4096 characters)")
         ack = Ack(job_id=job_id, at=clock.now(), checkpoint_path=path, event_id=event_id)
         if not acks.ack(ack, asked=directives is not None and directives.get(job_id) is not None):
-            return _error(404, f"the gateway asked no checkpoint of job {job_id}: nothing to acknowledge")
+            return error(404, f"the gateway asked no checkpoint of job {job_id}: nothing to acknowledge")
         if directives is not None:
             directives.clear(job_id, event_id=event_id)
         return web.json_response({"ok": True, "job_id": job_id, "at": ack.at.isoformat()})
@@ -83,11 +83,8 @@ def build_app(*, status: StatusFn, healthy: HealthFn, acks: CheckpointAcks, cloc
     app.router.add_get("/status", get_status)
     app.router.add_post("/v1/jobs/{job_id}/checkpoint-ack", checkpoint_ack)
     if directives is not None:
-        add_directive_routes(app, directives, clock, job_id_pattern=_JOB_ID, error=_error, known_job=known_job)
+        add_directive_routes(app, directives, clock, job_id_pattern=_JOB_ID, error=error, known_job=known_job)
     return app
-
-
-_error = error
 
 
 class ApiServer:

@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import re
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -56,11 +55,11 @@ from gateway.config.models import VenConfig
 from gateway.domain import OptDecision
 from gateway.exceptions import AdapterUnavailable, ConfigError, HostileInput, ProtocolError
 from gateway.ports import EventHandler
-from gateway.ven.intake import admit
+from gateway.ven.intake import admit, check_report_requests
 from gateway.ven.opt import check_opt_target, send_opt_out
-from gateway.ven.outbound import escaping
+from gateway.ven.outbound import escaping, xml_legal
 from gateway.ven.projections import ProjectedReport, ProjectionSource
-from gateway.ven.refusals import ANSWERS, INVALID_DATA, Alert, Refusals, check_report_requests, safe_request_id
+from gateway.ven.refusals import ANSWERS, INVALID_DATA, Alert, Refusals, safe_request_id
 from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
 from gateway.ven.translate import event_identity, event_status, translate_event
 from gateway.ven.transport import post_bounded, session_options
@@ -77,7 +76,6 @@ _OK = 200
 _INVALID_DATA = 454  # enums.STATUS_CODES.INVALID_DATA
 _SIGNAL_NOT_SUPPORTED = 460  # enums.STATUS_CODES.SIGNAL_NOT_SUPPORTED, as openleadr answers unknown names
 _MEMORY = 1000  # answers and cancellations remembered (oldest forgotten first)
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # Set while the VEN sends its answer to a refused message (per task): a refused reply to that answer is not answered.
 _ANSWERING_REFUSAL: contextvars.ContextVar[bool] = contextvars.ContextVar("dcflex_answering_refusal", default=False)
 
@@ -707,7 +705,7 @@ def _preview(body: bytes, limit: int = 200) -> str:
 
 def _xml_text(text: str, limit: int = 240) -> str:
     """Text for a message or a log line: bounded and XML-legal (``escaping`` escapes it in messages)."""
-    return _NOT_XML.sub("?", text[:limit])
+    return xml_legal(text[:limit])
 
 
 def _trim(ordered: dict[str, Any]) -> None:

@@ -12,6 +12,9 @@ message, this module
 4. walks the tree once for the limits (depth, elements, events, signals, intervals, every id and string);
 5. validates the tree against the OpenADR 2.0b schema.
 
+Once parsed, ``check_report_requests`` refuses what the schema allows but the VEN must not act on in an
+``oadrCreateReport`` (negative periods, more report requests in force than the limit).
+
 What comes out is the document as clean UTF-8 bytes (no declaration of another encoding, no DTD), which is safe
 for openleadr's own parser. Everything here is pure and bounded by the limits; the streamed, size-bounded read
 of the HTTP body (compressed or not) is ``gateway.ven.transport``.
@@ -21,7 +24,10 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from lxml import etree
 from openleadr.messaging import XML_SCHEMA  # the 2.0b schema openleadr's own parser validates against
@@ -29,7 +35,7 @@ from openleadr.messaging import XML_SCHEMA  # the 2.0b schema openleadr's own pa
 from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput
 
-__all__ = ["Admitted", "admit", "decode_xml", "message_type_of"]
+__all__ = ["Admitted", "admit", "check_report_requests", "decode_xml", "message_type_of"]
 
 _XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 _OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
@@ -223,3 +229,25 @@ def _prolog_end(text: str) -> int:
 def _short(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_report_requests(payload: Mapping[str, Any], *, in_force: int = 0, limit: int = 20) -> None:
+    """Refuse an ``oadrCreateReport`` asking for a negative period (xs:duration allows ``-PT5S``: openleadr would
+    schedule its report job from it and fail inside its scheduler, after answering the VTN 200), or that would put
+    more than ``limit`` report requests in force (each is a job the VEN runs; new ids would pile up)."""
+    requests = payload.get("report_requests") or []
+    if in_force + len(requests) > limit:
+        raise HostileInput("too_many", f"{len(requests)} more report request(s) on top of {in_force} in force, more "
+                           f"than {limit} (max_report_requests)", where="oadrCreateReport",
+                           message_type="oadrCreateReport", request_id=payload.get("request_id"))
+    for request in requests:
+        spec = request.get("report_specifier") if isinstance(request, Mapping) else None
+        if not isinstance(spec, Mapping):
+            continue
+        for name in ("granularity", "report_back_duration"):
+            value = spec.get(name)
+            if isinstance(value, timedelta) and value < timedelta(0):
+                raise HostileInput("bad_value", f"{name} {value} of report request {request.get('report_request_id')!r}"
+                                   " is negative",
+                                   where=f"oadrCreateReport/{name}", message_type="oadrCreateReport",
+                                   request_id=payload.get("request_id"))

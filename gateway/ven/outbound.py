@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
-__all__ = ["escaping", "safe_token", "xml_safe"]
+__all__ = ["escaping", "safe_token", "xml_legal", "xml_safe"]
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _PLAIN = re.compile(r"^[A-Za-z0-9._:@-]{1,80}$")
@@ -31,10 +31,16 @@ def safe_token(foreign: str) -> str:
     return "h-" + hashlib.sha256(foreign.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
+def xml_legal(text: str) -> str:
+    """``text`` with every character XML cannot carry replaced by ``?`` (not escaped: for logs and for strings that
+    ``xml_safe`` escapes later)."""
+    return _NOT_XML.sub("?", text)
+
+
 def xml_safe(value: Any) -> Any:
     """``value`` with every string in it (in dicts, lists, tuples and dataclasses) escaped for XML text."""
     if isinstance(value, str):
-        return escape(_NOT_XML.sub("?", value), _QUOTES)
+        return escape(xml_legal(value), _QUOTES)
     if isinstance(value, dict):
         return {key: xml_safe(item) for key, item in value.items()}
     if isinstance(value, list):

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from gateway.clock import Clock
 from gateway.exceptions import HostileInput
 
-__all__ = ["ALERT_CODE", "ANSWERS", "Alert", "Refusals", "check_report_requests", "safe_request_id"]
+__all__ = ["ALERT_CODE", "ANSWERS", "Alert", "Refusals", "safe_request_id"]
 
 log = logging.getLogger("dcflex.ven")
 
@@ -39,28 +38,6 @@ ANSWERS: dict[str, tuple[str, str, dict[str, object]]] = {
 
 Alert = Callable[[str, str], Awaitable[None]]
 """``alert(code, message)``: tell the operators (the gateway's alert outputs)."""
-
-
-def check_report_requests(payload: Mapping[str, Any], *, in_force: int = 0, limit: int = 20) -> None:
-    """Refuse an ``oadrCreateReport`` asking for a negative period (xs:duration allows ``-PT5S``: openleadr would
-    schedule its report job from it and fail inside its scheduler, after answering the VTN 200), or that would put
-    more than ``limit`` report requests in force (each is a job the VEN runs; new ids would pile up)."""
-    requests = payload.get("report_requests") or []
-    if in_force + len(requests) > limit:
-        raise HostileInput("too_many", f"{len(requests)} more report request(s) on top of {in_force} in force, more "
-                           f"than {limit} (max_report_requests)", where="oadrCreateReport",
-                           message_type="oadrCreateReport", request_id=payload.get("request_id"))
-    for request in requests:
-        spec = request.get("report_specifier") if isinstance(request, Mapping) else None
-        if not isinstance(spec, Mapping):
-            continue
-        for name in ("granularity", "report_back_duration"):
-            value = spec.get(name)
-            if isinstance(value, timedelta) and value < timedelta(0):
-                raise HostileInput("bad_value", f"{name} {value} of report request {request.get('report_request_id')!r}"
-                                   " is negative",
-                                   where=f"oadrCreateReport/{name}", message_type="oadrCreateReport",
-                                   request_id=payload.get("request_id"))
 
 
 def safe_request_id(value: object) -> str | None:
