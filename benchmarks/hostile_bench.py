@@ -82,7 +82,7 @@ def _child(url: str) -> None:
 async def _serve(names: list[str]) -> dict[str, Any]:
     import gateway  # noqa: F401  # its warning filters before openleadr is imported by the corpus
     from tests.hostile_corpus import CASES
-    from tests.hostile_vtn import Answer, free_port, respond, valid
+    from tests.hostile_vtn import Answer, respond, serving, valid
 
     cases = {c.name: c for c in CASES}
     answers: dict[str, Answer] = {"valid-event": Answer(valid("bench-ok"))}
@@ -95,12 +95,8 @@ async def _serve(names: list[str]) -> dict[str, Any]:
 
     app = web.Application()
     app.router.add_post("/{name}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     results: dict[str, Any] = {}
-    try:
+    async with serving(app) as port:
         for name in ["valid-event", *names]:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "benchmarks.hostile_bench", "--child", f"http://127.0.0.1:{port}/{name}",
@@ -110,8 +106,6 @@ async def _serve(names: list[str]) -> dict[str, Any]:
                 results[name] = {"error": err.decode(errors="replace")[-500:]}
                 continue
             results[name] = json.loads(out.decode().strip().splitlines()[-1])
-    finally:
-        await runner.cleanup()
     return results
 
 

@@ -12,6 +12,7 @@ import socket
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,12 +20,25 @@ from typing import Any
 from aiohttp import web
 from openleadr.messaging import create_message, parse_message
 
-__all__ = ["Answer", "HostileVtn", "distribution", "event", "free_port", "gzip_bomb", "respond", "valid"]
+__all__ = ["Answer", "HostileVtn", "distribution", "event", "free_port", "gzip_bomb", "respond", "serving", "valid"]
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 VEN_ID = "ven-hostile-1"
 KW = {"name": "powerReal", "description": "RealPower", "unit": "W", "scale": "k",
       "power_attributes": {"hertz": 60, "voltage": 480, "ac": True}}
+
+
+@asynccontextmanager
+async def serving(app: web.Application, port: int | None = None) -> AsyncIterator[int]:
+    """``app`` on 127.0.0.1 (a free port unless given) until the block ends; yields the port."""
+    port = port or free_port()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield port
+    finally:
+        await runner.cleanup()
 
 
 def free_port() -> int:
@@ -98,19 +112,16 @@ class HostileVtn:
         self.served = 0  # scripted answers handed out
         self.created_reply: Answer | None = None  # what every oadrCreatedEvent gets instead of an oadrResponse
         self._progress = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> HostileVtn:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post(PREFIX + "/{service}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await self._stack.enter_async_context(serving(app, self.port))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._stack.aclose()
 
     def created(self, event_id: str) -> list[dict[str, Any]]:
         """Every eventResponse the VEN sent for ``event_id``."""

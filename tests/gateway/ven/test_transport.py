@@ -14,7 +14,7 @@ from yarl import URL
 from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput
 from gateway.ven.transport import _origin, post_bounded, session_options
-from tests.hostile_vtn import free_port, gzip_bomb
+from tests.hostile_vtn import gzip_bomb, serving
 
 LIMITS = VenLimits(max_wire_bytes=64 * 1024, max_body_bytes=256 * 1024)
 
@@ -51,14 +51,8 @@ async def server() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_post("/p/{name}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}/p", seen
-    finally:
-        await runner.cleanup()
 
 
 async def post(url: str) -> bytes:
