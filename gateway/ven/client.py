@@ -597,7 +597,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
             logger.debug("details", exc_info=True)
             return None, {}
         if reply.status != _OK:
-            logger.warning("the VTN answered HTTP %d to %s: %s", reply.status, url, _preview(reply.body))
+            logger.warning("the VTN answered HTTP %d to %s: %s", reply.status, reply.url, _preview(reply.body))
             return None, {}
         if not reply.body.strip():
             logger.warning("the VTN answered %s with HTTP 200 and an empty body; taken as no message", url)
