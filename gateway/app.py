@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,23 @@ from gateway.ven import Ven
 log = logging.getLogger("dcflex")
 
 _JOBS_SEEN_S = 30.0
+_WATCHDOG_SLACK_S = 5.0
+
+
+def _watchdog(after_s: float, journal: object) -> None:
+    """A stop must end: if the process is still here ``after_s`` seconds after the signal (a part that does not
+    honour cancellation, a blocked loop), a thread ends it. The journal is written before every command, so the next
+    start resumes from it."""
+
+    def force() -> None:
+        log.error("dcflex did not stop within %.0f s of the signal; exiting now (the next start resumes from %s)",
+                  after_s, journal)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(after_s, force)
+    timer.daemon = True
+    timer.start()
 
 
 @runtime_checkable
@@ -276,6 +295,7 @@ async def run_gateway(cfg: DcflexConfig, *, dry_run: bool = False) -> None:
     def on_signal(sig: signal.Signals) -> None:
         if not reason:
             log.info("%s received: stopping within %g s (service.stop_timeout_s)", sig.name, cfg.service.stop_timeout_s)
+            _watchdog(cfg.service.stop_timeout_s + _WATCHDOG_SLACK_S, cfg.journal.path)
         reason.append(sig.name)
         asked.set()
 
