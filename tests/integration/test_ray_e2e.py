@@ -591,6 +591,10 @@ async def test_an_unreachable_dashboard_mid_event_is_alerted_survived_and_recove
         asked = gw.adapter.directives
         assert asked is not None
         await wait_for("the checkpoint request", lambda: asked.get(sid) is not None, 20, every=0.05)
+        # The directive may be set ahead of the stop (ask_ahead): wait until the stop itself waits for the
+        # acknowledgement, past its package pin, so the first request to fail is its status poll.
+        await wait_for("the stop to wait for the acknowledgement", lambda: sid in gw.adapter.levers.in_checkpoint, 20,
+                       every=0.05)
 
         await cable.unplug()  # while the adapter waits for an acknowledgement that never comes
         await wait_for("the failed stop to be alerted", lambda: gw.sink.alerts("command_failed"), 20)
