@@ -48,9 +48,9 @@ def _child(url: str) -> None:
 
     from gateway.config.models import VenLimits
     from gateway.exceptions import HostileInput, ProtocolError
-    from gateway.ven.intake import admit
-    from gateway.ven.translate import translate_event
-    from gateway.ven.transport import post_bounded, session_options
+    from gateway.ven.oadr20b.intake import admit
+    from gateway.ven.oadr20b.translate import translate_event
+    from gateway.ven.oadr20b.transport import post_bounded, session_options
 
     limits = VenLimits()
     rss_before = _status_mb("VmHWM")

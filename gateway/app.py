@@ -31,7 +31,7 @@ from gateway.ports import Planner, PowerMeter, SchedulerPort, ServiceSink, Sink
 from gateway.power import PowerModel
 from gateway.power.meter import ModelledMeter
 from gateway.power.site import site_power_model
-from gateway.ven import Ven
+from gateway.ven import build_ven
 
 log = logging.getLogger("dcflex")
 
@@ -156,10 +156,8 @@ class Gateway:
         self.acks = acks if acks is not None else CheckpointAcks()
         self.directives = directives if directives is not None else JobDirectives(clock)  # the Ray adapter writes to it
         self._scheduler = scheduler
-        self.ven = Ven(cfg.ven, self.engine, clock, telemetry=self._site_kw,
-                       projections=self.engine.notices.projected if cfg.notices.enabled else None,
-                       alert=self._vtn_alert)
-        self.engine.tell_vtn = self.ven.opt_out
+        self.ven = build_ven(cfg.ven, self.engine, clock, self.engine.feed, alert=self._vtn_alert)
+        self.engine.connect_vtn(self.ven)
         self.outbox = Outbox(cfg.journal.path)
         self.outputs = build_outputs(cfg, self.engine, self.outbox, clock)
         self.api: ApiServer | None = None
@@ -185,15 +183,11 @@ class Gateway:
             seen = self._jobs_seen = (now, frozenset(job.job_id for job in snapshot.jobs))
         return job_id in seen[1]
 
-    def _site_kw(self) -> float | None:
-        latest = self.engine.history.latest
-        return latest[1] if latest else None
-
     def status(self) -> dict[str, object]:
         """``GET /status``: the engine's view, whether operators paused it, and each output's state."""
         return {**self.engine.status(), "paused": self.engine.paused,
                 "outputs": {name: dict(sink.stats()) for name, sink in self.outputs.items()},
-                "vtn_refused": dict(self.ven.refusals.counts)}
+                "vtn_refused": dict(self.ven.refused)}
 
     async def _supervise(self, name: str, sink: ServiceSink) -> None:
         """Keep an output running: an unexpected error in it is alerted and the output restarted after a

@@ -1,8 +1,9 @@
 """Ports: the small interfaces the core talks through. The core imports these, never adapters.
 
 A scheduler adapter (Slurm, Ray, the simulated cluster) implements ``SchedulerPort``; a power
-source implements ``PowerMeter``; the VEN hands events to an ``EventHandler``; operators' outputs
-(MQTT, InfluxDB) implement ``Sink``. ``Clock`` lives in ``gateway.clock``.
+source implements ``PowerMeter``; a protocol edge (OpenADR 2.0b today) implements ``VenPort`` and hands
+events to an ``EventHandler``, reading what it reports from a ``SiteFeed``; operators' outputs (MQTT,
+InfluxDB) implement ``Sink``. ``Clock`` lives in ``gateway.clock``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,50 @@ class EventHandler(Protocol):
     async def on_event(self, event: GridEvent) -> OptDecision: ...
 
     async def on_cancel(self, event_id: str, reason: str) -> None: ...
+
+
+class SiteFeed(Protocol):
+    """What the site tells the VTN besides its answers, read by the VEN when a report is due: the site's power
+    now (None: no reading yet), and, when ``announces_drops``, every drop announced in advance (notice id →
+    drop time and kW, 0 once withdrawn). Must not block: it is read inside the VEN's report cycle."""
+
+    announces_drops: bool
+
+    def site_kw(self) -> float | None: ...
+
+    def announced_drops(self) -> Mapping[str, tuple[datetime, float]]: ...
+
+
+class VtnAnswers(Protocol):
+    """What the core tells the VTN after its first answer to an event: an operator's later opt-out of one
+    revision of it. Raises ``AdapterUnavailable`` (the VTN cannot be told now) or ``ProtocolError``."""
+
+    async def opt_out(self, event_id: str, revision: int, reason: str) -> None: ...
+
+
+class VenPort(VtnAnswers, Protocol):
+    """A connection to one VTN, whatever the protocol: it hands the VTN's events to an ``EventHandler`` and
+    answers them with its decisions, reports what a ``SiteFeed`` tells it, and carries later opt-outs.
+
+    ``start`` registers (raising ``AdapterUnavailable`` when the VTN cannot be reached or refuses, ``ConfigError``
+    when its own credentials cannot be read); ``run`` keeps it registered (retrying with back-off) until ``stop``
+    or cancellation; ``stop`` lets what is in flight finish, bounded, and is safe to call twice. ``refused`` counts
+    the VTN's messages refused as malformed or hostile, by kind (``GET /status`` shows it)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def registration_id(self) -> str | None: ...
+
+    @property
+    def refused(self) -> Mapping[str, int]: ...
+
+    async def start(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class OperatorControl(Protocol):

@@ -51,7 +51,7 @@ from aiohttp.web_exceptions import NotAppKeyWarning
 from openleadr import OpenADRServer, errors, objects, utils
 from openleadr.service import OptService
 
-from gateway.ven.projections import PROJECTED_R_ID, notice_r_id
+from gateway.ven.oadr20b.projections import PROJECTED_R_ID, notice_r_id
 
 __all__ = ["POWER_KW", "OptResponse", "ReportReading", "ScriptedVtn", "VenOpt", "VenResponse"]
 

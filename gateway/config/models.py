@@ -26,7 +26,7 @@ class Section(BaseModel):
 
 
 class VenLimits(Section):
-    """Bounds on what a VTN may send (``gateway.ven.intake``). A message past one is refused: answered with
+    """Bounds on what a VTN may send (``gateway.ven.oadr20b.intake``). A message past one is refused: answered with
     the specification's error code where its type has an answer, alerted once per kind, never acted on."""
 
     max_wire_bytes: int = Field(default=2 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024,
@@ -47,6 +47,7 @@ class VenLimits(Section):
 class VenConfig(Section):
     """How the VEN reaches the utility's VTN."""
 
+    protocol: Literal["openadr2"] = Field(default="openadr2", description="the VTN's protocol: OpenADR 2.0b")
     vtn_url: str = "http://127.0.0.1:8080/OpenADR2/Simple/2.0b"
     ven_name: str = "dcflex"
     ven_id: str | None = Field(default=None, description="fixed VEN id; None lets the VTN assign one")

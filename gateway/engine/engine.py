@@ -32,8 +32,9 @@ from gateway.domain import (
 )
 from gateway.engine.context import metered, site_context
 from gateway.engine.executor import Executor
+from gateway.engine.feed import EngineFeed
 from gateway.engine.outputs import Outputs
-from gateway.engine.overrides import OPERATOR_OUT, OperatorOverrides, VtnOptOut
+from gateway.engine.overrides import OPERATOR_OUT, OperatorOverrides
 from gateway.engine.restore import Undo, build_restore
 from gateway.engine.run import Run
 from gateway.engine.settings import EngineSettings
@@ -44,7 +45,7 @@ from gateway.notices.defer import deferred
 from gateway.notices.service import NoticeService
 from gateway.planner import PlannerPolicy, plan
 from gateway.policy import map_event
-from gateway.ports import Planner, PowerMeter, Recall, SchedulerPort, Sink
+from gateway.ports import Planner, PowerMeter, Recall, SchedulerPort, Sink, VtnAnswers
 from gateway.power import PowerModel
 from gateway.power.history import PowerHistory
 from gateway.power.site import site_power_model
@@ -100,9 +101,15 @@ class Engine(OperatorOverrides):
         self._started = asyncio.Event()
         self.out = Outputs(journal, clock, sinks, self.history, self.model, keep_power_days=2 * site.baseline_y_days + 8)
         self.paused: str | None = None  # why operators paused new commands (None: not paused)
-        self.tell_vtn: VtnOptOut | None = None  # set by the gateway: an operator's opt-out reaches the VTN
+        self.vtn: VtnAnswers | None = None  # the VEN, once connected (``connect_vtn``): an operator's opt-out reaches it
         self.notices = NoticeService(settings.notices, self.model, journal, self._emit,
                                      sample_interval_s=settings.sample_interval_s)
+        self.feed = EngineFeed(self.history, self.notices, announces_drops=settings.notices.enabled)
+
+    def connect_vtn(self, vtn: VtnAnswers) -> None:
+        """The VEN this engine answers through. Set once, after both exist: the VEN hands events to the engine
+        (``EventHandler``), and the engine tells the VEN an operator's later opt-out."""
+        self.vtn = vtn
 
     # ---------------------------------------------------------------- outputs
     async def _emit(self, kind: str, event_id: str, payload: Mapping[str, object]) -> None:

@@ -1,6 +1,6 @@
 """Operators' overrides of a running gateway (``gateway.ports.OperatorControl``), part of the engine.
 
-An opt-out undoes what the event changed, tells the VTN (``tell_vtn``, wired to the VEN) and keeps
+An opt-out undoes what the event changed, tells the VTN (``vtn``, the connected VEN) and keeps
 the site out of later modifications of that event; a pause stops new shed commands (a plan's
 pending ones wait) while undos go on, so no job is left paused past its event; both are journaled
 and a pause outlives a restart.
@@ -9,7 +9,6 @@ and a pause outlives a restart.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from gateway.clock import Clock
@@ -18,14 +17,12 @@ from gateway.engine.outputs import Outputs
 from gateway.engine.run import Run
 from gateway.exceptions import DcflexError, OverrideRefused
 from gateway.journal import Journal
+from gateway.ports import VtnAnswers
 
-__all__ = ["OPERATOR_OUT", "OperatorOverrides", "VtnOptOut"]
+__all__ = ["OPERATOR_OUT", "OperatorOverrides"]
 
 OPERATOR_OUT = "operator opt-out"  # how an operator's opt-out reason starts (the journal keeps it)
 _ACTIVE = (EventState.RAMPING, EventState.HOLDING)
-
-# Tells the VTN the site opted out of an event: (event id, modification, reason).
-VtnOptOut = Callable[[str, int, str], Awaitable[None]]
 
 
 class OperatorOverrides:
@@ -36,7 +33,7 @@ class OperatorOverrides:
     runs: dict[str, Run]
     out: Outputs
     paused: str | None
-    tell_vtn: VtnOptOut | None
+    vtn: VtnAnswers | None
     _lock: asyncio.Lock
     _wake: asyncio.Event
 
@@ -66,9 +63,9 @@ class OperatorOverrides:
                 self.runs.pop(event_id, None)
                 await self.out.emit("state", event_id, self.out.state_facts(known.directive, EventState.OPTED_OUT, text))
                 answer = f"opted out of {event_id} before it started: nothing was sent"
-        if self.tell_vtn is not None:
+        if self.vtn is not None:
             try:
-                await self.tell_vtn(event_id, known.modification, text)
+                await self.vtn.opt_out(event_id, known.modification, text)
             except DcflexError as exc:
                 await self.out.alert(event_id, "vtn_opt_failed", f"opted out locally, but the VTN was not told: {exc}", "error")
                 answer += " (the VTN could not be told: see the alert)"

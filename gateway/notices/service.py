@@ -123,7 +123,7 @@ class NoticeService:
 
     def projected(self) -> dict[str, tuple[datetime, float]]:
         """Every drop announced and ahead, or passed within the hour, by notice id: (time, kW), withdrawn
-        ones at 0 kW. What the VEN's Projected report carries to the VTN (``gateway.ven.projections``)."""
+        ones at 0 kW. What the VEN's Projected report carries to the VTN (``gateway.ven.oadr20b.projections``)."""
         if self._now is not None:
             old = self._now - timedelta(hours=1)
             for notice_id in [i for i, (at, _) in self._projected.items() if at < old]:

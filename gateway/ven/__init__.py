@@ -1,21 +1,27 @@
-"""The OpenADR 2.0b VEN: openleadr's client, translation of events into ``GridEvent``s, and reports.
+"""The protocol edge: a ``VenPort`` per protocol, and what every protocol shares.
 
-``Ven`` is the long-running edge the engine hands to; ``translate_event`` is its pure gate.
+``build_ven`` picks the adapter ``[ven] protocol`` names (``"openadr2"``: OpenADR 2.0b, in
+``gateway.ven.oadr20b``). Shared and protocol-free: the event book (``gateway.ven.book``: answers per
+revision, live events, implied cancellation) and the back-off that keeps a VEN registered
+(``gateway.ven.backoff``).
 """
 
-from gateway.ven.client import ENDED_REASON, IMPLIED_CANCEL_REASON, VTN_CANCEL_REASON, Answer, EventBook, Ven
-from gateway.ven.translate import event_identity, event_status, jsonable, startafter_offset, translate_event
+from __future__ import annotations
 
-__all__ = [
-    "ENDED_REASON",
-    "IMPLIED_CANCEL_REASON",
-    "VTN_CANCEL_REASON",
-    "Answer",
-    "EventBook",
-    "Ven",
-    "event_identity",
-    "event_status",
-    "jsonable",
-    "startafter_offset",
-    "translate_event",
-]
+from gateway.clock import Clock
+from gateway.config.models import VenConfig
+from gateway.ports import EventHandler, SiteFeed, VenPort
+from gateway.ven.book import ENDED_REASON, IMPLIED_CANCEL_REASON, VTN_CANCEL_REASON, Answer, EventBook
+from gateway.ven.oadr20b import Ven
+from gateway.ven.oadr20b.refusals import Alert
+
+__all__ = ["ENDED_REASON", "IMPLIED_CANCEL_REASON", "VTN_CANCEL_REASON", "Answer", "EventBook", "Ven", "build_ven"]
+
+
+def build_ven(config: VenConfig, handler: EventHandler, clock: Clock, feed: SiteFeed | None = None, *,
+              alert: Alert | None = None) -> VenPort:
+    """The VEN for ``config.protocol``, handing events to ``handler`` and reporting what ``feed`` tells it;
+    ``alert(code, message)`` is told of a VTN's input refused (once per kind an hour)."""
+    if config.protocol == "openadr2":
+        return Ven(config, handler, clock, feed, alert=alert)
+    raise AssertionError(f"unhandled ven.protocol {config.protocol!r}")  # the config's Literal allows no other

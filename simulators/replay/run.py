@@ -31,7 +31,7 @@ from gateway.domain import ActionKind, Directive, Tier
 from gateway.engine import Engine, EngineSettings
 from gateway.journal import Journal
 from gateway.power.site import site_power_model
-from gateway.ven.translate import translate_event
+from gateway.ven.oadr20b.translate import translate_event
 from simulators.cluster import CommandRecord, JobLedger, SimulatedCluster
 from simulators.effects import Recorder
 from simulators.replay.baselines import STRATEGIES

@@ -28,7 +28,7 @@ from gateway.clock import SystemClock
 from gateway.config import DcflexConfig
 from gateway.domain import Tier
 from gateway.sinks.mqtt.payloads import Notice
-from gateway.ven.projections import PROJECTED_R_ID, PROJECTED_SPECIFIER_ID, notice_r_id
+from gateway.ven.oadr20b.projections import PROJECTED_R_ID, PROJECTED_SPECIFIER_ID, notice_r_id
 from simulators.cluster import SimJobSpec, SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from tests.services import HINT, service_env

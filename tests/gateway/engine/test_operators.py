@@ -46,10 +46,11 @@ async def test_records_carry_targets_achieved_power_shed_and_each_jobs_impact(ri
 async def test_operator_opt_out_mid_event_restores_tells_the_vtn_and_stays_out(rig: Rig) -> None:
     told: list[tuple[str, int, str]] = []
 
-    async def tell(event_id: str, modification: int, reason: str) -> None:
-        told.append((event_id, modification, reason))
+    class Vtn:
+        async def opt_out(self, event_id: str, revision: int, reason: str) -> None:
+            told.append((event_id, revision, reason))
 
-    rig.engine.tell_vtn = tell
+    rig.engine.connect_vtn(Vtn())
     start = rig.clock.now() + timedelta(minutes=5)
     await rig.engine.on_event(event(start=start))
     await rig.run_until(start + timedelta(minutes=20))

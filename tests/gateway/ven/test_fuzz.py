@@ -21,8 +21,8 @@ from openleadr.messaging import create_message, parse_message
 
 from gateway.config.models import VenLimits
 from gateway.exceptions import ProtocolError
-from gateway.ven.intake import admit
-from gateway.ven.translate import translate_event
+from gateway.ven.oadr20b.intake import admit
+from gateway.ven.oadr20b.translate import translate_event
 from tests.hostile_vtn import distribution, event
 
 EXAMPLES = int(os.environ.get("DCFLEX_FUZZ_EXAMPLES", "150"))

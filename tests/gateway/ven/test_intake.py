@@ -8,7 +8,7 @@ from openleadr.messaging import create_message, parse_message
 
 from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput, ProtocolError
-from gateway.ven.intake import admit, decode_xml
+from gateway.ven.oadr20b.intake import admit, decode_xml
 from tests.hostile_corpus import FILE_CASES, FIXTURES, Case
 from tests.hostile_vtn import distribution, event, valid
 

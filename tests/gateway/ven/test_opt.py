@@ -13,7 +13,7 @@ import pytest
 from gateway.clock import SystemClock
 from gateway.exceptions import AdapterUnavailable, ProtocolError
 from gateway.ven import Ven
-from gateway.ven.opt import OPT_OUT_REASON
+from gateway.ven.oadr20b.opt import OPT_OUT_REASON
 from simulators.vtn import ScriptedVtn, VenOpt
 from tests.gateway.ven.test_ven_vtn import VEN_ID, RecordingHandler, config, dispatch, soon
 

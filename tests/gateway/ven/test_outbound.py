@@ -10,9 +10,9 @@ from openleadr.messaging import create_message, parse_message
 
 from gateway.clock import ManualClock
 from gateway.exceptions import HostileInput
-from gateway.ven.outbound import escaping, safe_token, xml_safe
-from gateway.ven.projections import notice_r_id
-from gateway.ven.refusals import REALERT_AFTER, Refusals, safe_request_id
+from gateway.ven.oadr20b.outbound import escaping, safe_token, xml_safe
+from gateway.ven.oadr20b.projections import notice_r_id
+from gateway.ven.oadr20b.refusals import REALERT_AFTER, Refusals, safe_request_id
 from tests.hostile_corpus import INJECTION
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -77,8 +77,8 @@ async def test_the_count_of_kinds_is_bounded() -> None:
 
 def test_every_answer_to_a_refused_message_renders_as_valid_2_0b() -> None:
     from gateway.config.models import VenLimits
-    from gateway.ven.intake import admit
-    from gateway.ven.refusals import ANSWERS
+    from gateway.ven.oadr20b.intake import admit
+    from gateway.ven.oadr20b.refusals import ANSWERS
 
     make = escaping(create_message)
     for refused, (kind, _, extra) in ANSWERS.items():

@@ -13,7 +13,7 @@ from gateway.config.models import VenConfig
 from gateway.domain import GridEvent, OptDecision
 from gateway.exceptions import HostileInput
 from gateway.ven import Ven
-from gateway.ven.intake import check_report_requests
+from gateway.ven.oadr20b.intake import check_report_requests
 from tests.hostile_corpus import FIXTURES
 from tests.hostile_vtn import Answer, HostileVtn
 

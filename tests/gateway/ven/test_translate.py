@@ -17,7 +17,7 @@ from openleadr.messaging import create_message, parse_message
 
 from gateway.domain import SignalKind
 from gateway.exceptions import ProtocolError
-from gateway.ven.translate import (
+from gateway.ven.oadr20b.translate import (
     MAX_INTERVALS,
     MAX_SIGNALS,
     event_identity,

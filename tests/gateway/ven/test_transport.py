@@ -13,7 +13,7 @@ from yarl import URL
 
 from gateway.config.models import VenLimits
 from gateway.exceptions import HostileInput
-from gateway.ven.transport import _origin, post_bounded, session_options
+from gateway.ven.oadr20b.transport import _origin, post_bounded, session_options
 from tests.hostile_vtn import gzip_bomb, serving
 
 LIMITS = VenLimits(max_wire_bytes=64 * 1024, max_body_bytes=256 * 1024)

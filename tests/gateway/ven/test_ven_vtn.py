@@ -21,11 +21,24 @@ from gateway.clock import Clock, ManualClock, ScaledClock, SystemClock
 from gateway.config.models import VenConfig
 from gateway.domain import GridEvent, OptDecision
 from gateway.exceptions import AdapterUnavailable, ConfigError
-from gateway.ven import ENDED_REASON, IMPLIED_CANCEL_REASON, VTN_CANCEL_REASON, EventBook, Ven, startafter_offset
+from gateway.ven import ENDED_REASON, IMPLIED_CANCEL_REASON, VTN_CANCEL_REASON, EventBook, Ven
+from gateway.ven.oadr20b import startafter_offset
 from simulators.vtn import POWER_KW, ScriptedVtn
 
 VEN_ID = "ven-dc-1"
 HOUR = timedelta(hours=1)
+
+
+class Feed:
+    """A ``SiteFeed`` reading the site's kW from ``read``, announcing no drops."""
+
+    announces_drops = False
+
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        self.site_kw = read
+
+    def announced_drops(self) -> dict[str, tuple[datetime, float]]:
+        return {}
 
 
 class RecordingHandler:
@@ -97,7 +110,7 @@ def handler() -> RecordingHandler:
 
 @pytest.fixture
 async def ven(vtn: ScriptedVtn, handler: RecordingHandler) -> AsyncIterator[Ven]:
-    async with Ven(config(vtn), handler, SystemClock(), lambda: 812.5, resync_every_polls=0) as client:
+    async with Ven(config(vtn), handler, SystemClock(), Feed(lambda: 812.5), resync_every_polls=0) as client:
         yield client
 
 
@@ -176,7 +189,7 @@ async def test_stop_ends_run_during_its_back_off(handler: RecordingHandler) -> N
 
 @pytest.mark.integration
 async def test_stop_tears_down_and_can_be_repeated(vtn: ScriptedVtn, handler: RecordingHandler) -> None:
-    ven = Ven(config(vtn), handler, SystemClock(), lambda: 1.0)
+    ven = Ven(config(vtn), handler, SystemClock(), Feed(lambda: 1.0))
     await ven.start()
     client = ven._client
     assert client is not None and client.scheduler.running
@@ -337,7 +350,7 @@ async def test_telemetry_usage_requested_at_registration(vtn: ScriptedVtn, handl
     def meter() -> float | None:
         return next(samples, 641.0)
 
-    async with Ven(config(vtn), handler, SystemClock(), meter):
+    async with Ven(config(vtn), handler, SystemClock(), Feed(meter)):
         readings = await vtn.wait_for_reports(VEN_ID, within_s=6)
     assert readings[0].value == 640.0 and all(math.isfinite(r.value) for r in readings)
 

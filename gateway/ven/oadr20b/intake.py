@@ -17,7 +17,7 @@ Once parsed, ``check_report_requests`` refuses what the schema allows but the VE
 
 What comes out is the document as clean UTF-8 bytes (no declaration of another encoding, no DTD), which is safe
 for openleadr's own parser. Everything here is pure and bounded by the limits; the streamed, size-bounded read
-of the HTTP body (compressed or not) is ``gateway.ven.transport``.
+of the HTTP body (compressed or not) is ``gateway.ven.oadr20b.transport``.
 """
 
 from __future__ import annotations

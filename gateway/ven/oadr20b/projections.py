@@ -25,8 +25,8 @@ from typing import Any
 from openleadr import enums, objects
 
 from gateway.config.models import VenConfig
-from gateway.ven.outbound import safe_token
-from gateway.ven.reports import site_power_measurement
+from gateway.ven.oadr20b.outbound import safe_token
+from gateway.ven.oadr20b.reports import site_power_measurement
 
 __all__ = ["PROJECTED_R_ID", "PROJECTED_SPECIFIER_ID", "ProjectedReport", "ProjectionSource", "notice_r_id",
            "projection_resource", "prune_requests"]

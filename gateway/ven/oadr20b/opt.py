@@ -70,7 +70,7 @@ async def send_opt_out(client: OptChannel, event_id: str, modification: int, *, 
     """
     what = f"opt-out of event {event_id} modification {modification}"
     where = f"the VTN at {vtn_url}"
-    ven_id = client.ven_id or ""  # the client's create_message escapes every string (gateway.ven.outbound)
+    ven_id = client.ven_id or ""  # the client's create_message escapes every string (gateway.ven.oadr20b.outbound)
     try:
         opt = objects.Opt(opt_type=enums.OPT.OPT_OUT, opt_reason=OPT_OUT_REASON, opt_id=utils.generate_id(),
                           event_id=event_id, modification_number=modification,

@@ -19,7 +19,7 @@ openleadr registers, polls, parses and answers; around it this module adds:
 * **Modifications** reach ``on_event`` again; identical re-deliveries are answered from memory, as
   openleadr does. A modification that is rejected or already over withdraws the earlier version
   (``on_cancel``), since the plan for it no longer matches what the VTN asks.
-* **Opting out later** (``Ven.opt_out``, in ``gateway.ven.opt``): an operator's opt-out of an event
+* **Opting out later** (``Ven.opt_out``, in ``gateway.ven.oadr20b.opt``): an operator's opt-out of an event
   already opted in to goes to the VTN as ``oadrCreateOpt`` (EiOpt), and the VEN's memory answers later
   re-deliveries of that version ``optOut`` instead of re-sending the cached ``optIn``.
 * **openleadr defects guarded:** every queued message is drained per poll (openleadr handles one);
@@ -41,7 +41,6 @@ import contextvars
 import logging
 import ssl
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -54,121 +53,47 @@ from gateway.clock import Clock
 from gateway.config.models import VenConfig
 from gateway.domain import OptDecision
 from gateway.exceptions import AdapterUnavailable, ConfigError, HostileInput, ProtocolError
-from gateway.ports import EventHandler
-from gateway.ven.intake import admit, check_report_requests
-from gateway.ven.opt import check_opt_target, send_opt_out
-from gateway.ven.outbound import escaping, xml_legal
-from gateway.ven.projections import ProjectedReport, ProjectionSource
-from gateway.ven.refusals import ANSWERS, INVALID_DATA, Alert, Refusals, safe_request_id
-from gateway.ven.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
-from gateway.ven.translate import event_identity, event_status, translate_event
-from gateway.ven.transport import post_bounded, session_options
+from gateway.ports import EventHandler, SiteFeed
+from gateway.ven.backoff import keep_started
+from gateway.ven.book import ENDED_REASON, IMPLIED_CANCEL_REASON, OK, VTN_CANCEL_REASON, Answer, EventBook
+from gateway.ven.oadr20b.intake import admit, check_report_requests
+from gateway.ven.oadr20b.opt import check_opt_target, send_opt_out
+from gateway.ven.oadr20b.outbound import escaping, xml_legal
+from gateway.ven.oadr20b.projections import ProjectedReport
+from gateway.ven.oadr20b.refusals import ANSWERS, INVALID_DATA, Alert, Refusals, safe_request_id
+from gateway.ven.oadr20b.reports import TelemetrySampler, drain_report_queue, register_telemetry_report
+from gateway.ven.oadr20b.translate import event_identity, event_status, translate_event
+from gateway.ven.oadr20b.transport import post_bounded, session_options
 
-__all__ = ["ENDED_REASON", "IMPLIED_CANCEL_REASON", "VTN_CANCEL_REASON", "Answer", "EventBook", "Ven"]
+__all__ = ["Ven"]
 
 logger = logging.getLogger("dcflex.ven")
 
-VTN_CANCEL_REASON = "cancelled by VTN"
-IMPLIED_CANCEL_REASON = "implied cancellation: absent from the VTN's latest distribution"
-ENDED_REASON = "event already ended"
 MAX_MESSAGES_PER_POLL = 10
-_OK = 200
+_OK = OK
 _INVALID_DATA = 454  # enums.STATUS_CODES.INVALID_DATA
 _SIGNAL_NOT_SUPPORTED = 460  # enums.STATUS_CODES.SIGNAL_NOT_SUPPORTED, as openleadr answers unknown names
-_MEMORY = 1000  # answers and cancellations remembered (oldest forgotten first)
 # Set while the VEN sends its answer to a refused message (per task): a refused reply to that answer is not answered.
 _ANSWERING_REFUSAL: contextvars.ContextVar[bool] = contextvars.ContextVar("dcflex_answering_refusal", default=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the VEN told the VTN about one version of an event (``oadrCreatedEvent`` eventResponse)."""
-
-    event_id: str
-    modification: int
-    opt_type: str
-    description: str
-    code: int = _OK
-
-
-class EventBook:
-    """What this VEN process has seen: its answer per event, and the events handed to the handler
-    that are still live (their end), which is what implied cancellation is judged against."""
-
-    def __init__(self) -> None:
-        self._answers: dict[str, Answer] = {}
-        self._live: dict[str, datetime] = {}
-        self._cancelled: dict[str, None] = {}
-
-    def answer(self, event_id: str) -> Answer | None:
-        return self._answers.get(event_id)
-
-    def cached(self, event_id: str, modification: int) -> Answer | None:
-        answer = self._answers.get(event_id)
-        return answer if answer is not None and answer.modification == modification else None
-
-    def remember(self, answer: Answer) -> None:
-        self._answers.pop(answer.event_id, None)
-        self._answers[answer.event_id] = answer
-        _trim(self._answers)
-
-    def opt_out(self, event_id: str, modification: int, reason: str) -> None:
-        """Answer this event version ``optOut`` from now on (an operator's override of our optIn)."""
-        previous = self._answers.get(event_id)
-        if previous is not None and previous.modification > modification:
-            raise ProtocolError(f"cannot opt out of modification {modification}: the VTN has since sent modification "
-                                f"{previous.modification}; opt out of that one", event_id=event_id)
-        code = previous.code if previous is not None and previous.modification == modification else _OK
-        self.remember(Answer(event_id, modification, "optOut", reason or "opted out", code))
-
-    def track(self, event_id: str, end: datetime) -> None:
-        self._live[event_id] = end
-        self._cancelled.pop(event_id, None)
-
-    def is_live(self, event_id: str) -> bool:
-        return event_id in self._live
-
-    def finish(self, event_id: str) -> None:
-        self._live.pop(event_id, None)
-
-    def mark_cancelled(self, event_id: str) -> bool:
-        """Record a cancellation; False when it was already recorded (``on_cancel`` was called)."""
-        self._live.pop(event_id, None)
-        if event_id in self._cancelled:
-            return False
-        self._cancelled[event_id] = None
-        _trim(self._cancelled)
-        return True
-
-    def absent(self, present: set[str], now: datetime) -> list[str]:
-        """Live events missing from a distribution listing ``present``; ended ones are let go."""
-        gone = []
-        for event_id, end in list(self._live.items()):
-            if end <= now:
-                del self._live[event_id]
-            elif event_id not in present:
-                gone.append(event_id)
-        return gone
-
-
 class Ven:
-    """The VEN: ``async with Ven(...)`` registers and polls until exit; ``run()`` is the service form.
+    """The OpenADR 2.0b ``VenPort``: ``async with Ven(...)`` registers and polls until exit; ``run()`` is the
+    service form.
 
-    ``telemetry`` returns the site's power in kW (``None`` when unknown); with it, the VEN offers a
-    TELEMETRY_USAGE report the VTN may request; with ``projections`` (the announced drops, as (time,
-    kW) pairs), a Projected one (``gateway.ven.projections``).
+    With a ``feed`` the VEN offers a TELEMETRY_USAGE report of the site's kW the VTN may request, and, when the
+    feed ``announces_drops``, a Projected one of the drops announced (``gateway.ven.oadr20b.projections``).
     """
 
-    def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock,
-                 telemetry: Callable[[], float | None] | None = None, *, resync_every_polls: int = 6,
-                 projections: ProjectionSource | None = None, alert: Alert | None = None) -> None:
+    def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock, feed: SiteFeed | None = None, *,
+                 resync_every_polls: int = 6, alert: Alert | None = None) -> None:
         if resync_every_polls < 0:
             raise ValueError("resync_every_polls must be >= 0 (0 disables the re-sync)")
         self._config = config
         self._handler = handler
         self._clock = clock
-        self._sampler = TelemetrySampler(telemetry) if telemetry is not None else None
-        self._projections = projections
+        self._sampler = TelemetrySampler(feed.site_kw) if feed is not None else None
+        self._projections = feed.announced_drops if feed is not None and feed.announces_drops else None
         self._resync_every = resync_every_polls
         self._client: _Client | None = None
         self._stopped = asyncio.Event()
@@ -190,6 +115,10 @@ class Ven:
     @property
     def running(self) -> bool:
         return self._client is not None
+
+    @property
+    def refused(self) -> Mapping[str, int]:
+        return self.refusals.counts
 
     async def start(self) -> None:
         """Register (query, create party registration, register reports), sync events, start polling.
@@ -233,29 +162,22 @@ class Ven:
     async def run(self) -> None:
         """Start (retrying with back-off on the injected clock) and serve until ``stop()`` or cancellation."""
         self._stopped.clear()
-        delay = 1.0
         try:
-            while not self._stopped.is_set():
-                try:
-                    await self.start()
-                except AdapterUnavailable as err:
-                    logger.warning("%s; retrying in %g s", err, delay)
-                    await self._pause(delay)
-                    delay = min(delay * 2, 300.0)
-                    continue
-                await self._stopped.wait()
+            await keep_started(self.start, self._stopped, self._clock, logger)
         finally:
             await self.stop()
 
-    async def opt_out(self, event_id: str, modification: int, reason: str) -> None:
+    async def opt_out(self, event_id: str, revision: int, reason: str) -> None:
         """Take the site out of an event version it had opted in to, and tell the VTN (``oadrCreateOpt``).
 
         The VEN's own answer changes first, so a re-delivery of that version is answered ``optOut`` with
         ``reason`` rather than the cached ``optIn``: the operator's decision stands even if the VTN cannot
         be told. Bounded by ``request_timeout_s``. Raises ``AdapterUnavailable`` (not registered; VTN
         unreachable, HTTP error or no answer in time) or ``ProtocolError`` (the VTN answered without
-        acknowledging; or ``modification`` is older than one already answered, and nothing changed).
+        acknowledging; or ``revision`` (the modificationNumber) is older than one already answered, and nothing
+        changed).
         """
+        modification = revision
         check_opt_target(event_id, modification)
         client = self._client
         if client is None or client._closed or not client.registration_id or client.ven_id is None:
@@ -279,16 +201,6 @@ class Ven:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep on the clock, but wake at once when ``stop()`` is called."""
-        waits = [asyncio.ensure_future(self._clock.sleep(seconds)), asyncio.ensure_future(self._stopped.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-
     async def _drop(self, client: _Client) -> None:
         self._client = None
         await client.stop()
@@ -300,7 +212,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     client_session: aiohttp.ClientSession | None
 
     def __init__(self, config: VenConfig, handler: EventHandler, clock: Clock, sampler: TelemetrySampler | None,
-                 resync_every_polls: int, projections: ProjectionSource | None = None,
+                 resync_every_polls: int, projections: Callable[[], Mapping[str, tuple[datetime, float]]] | None = None,
                  refusals: Refusals | None = None) -> None:
         super().__init__(
             ven_name=config.ven_name, vtn_url=config.vtn_url, ven_id=config.ven_id,
@@ -429,7 +341,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
     async def _send_created_event(self, request_id: object, answers: list[Answer]) -> None:
         rid = _xml_text(str(request_id)) if request_id is not None else ""
         responses = [{"response_code": a.code, "response_description": _xml_text(a.description),
-                      "opt_type": a.opt_type, "request_id": rid, "modification_number": a.modification,
+                      "opt_type": a.opt_type, "request_id": rid, "modification_number": a.revision,
                       "event_id": _xml_text(a.event_id)} for a in answers]
         message = self._create_message("oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
                                        response={"response_code": _OK, "response_description": "OK", "request_id": rid})
@@ -579,8 +491,8 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         )
 
     async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
-        """openleadr's request, through dcflex's bounded transport and intake (``gateway.ven.transport``,
-        ``gateway.ven.intake``): ``(message type, payload)``, or ``(None, {})`` for no usable answer."""
+        """openleadr's request, through dcflex's bounded transport and intake (``gateway.ven.oadr20b.transport``,
+        ``gateway.ven.oadr20b.intake``): ``(message type, payload)``, or ``(None, {})`` for no usable answer."""
         await self._ensure_client_session()
         assert self.client_session is not None
         url = f"{self.vtn_url}/{service}"
@@ -707,7 +619,3 @@ def _xml_text(text: str, limit: int = 240) -> str:
     """Text for a message or a log line: bounded and XML-legal (``escaping`` escapes it in messages)."""
     return xml_legal(text[:limit])
 
-
-def _trim(ordered: dict[str, Any]) -> None:
-    while len(ordered) > _MEMORY:
-        del ordered[next(iter(ordered))]
