@@ -84,7 +84,7 @@ class SiteConfig(Section):
 
     site_id: str = Field(default="site-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     nodes: int = Field(default=64, ge=1, le=100_000)
-    gpus_per_node: int = Field(default=8, ge=0, le=64)
+    gpus_per_node: int = Field(default=8, ge=1, le=64, description="a node without GPUs has nothing dcflex can cap")
     gpu_model: str = "A100"
     gpu_idle_w: NonNegFloat = 60.0
     node_base_w: NonNegFloat = 0.0

@@ -76,13 +76,20 @@ def _pct(fraction: float) -> str:
 
 def unsupported(signal: Signal) -> str | None:
     """Why dcflex cannot map ``signal`` at all, or None when its name and type are supported."""
-    kind = signal.kind
-    if kind is None:
+    return unsupported_type(signal.name, signal.signal_type)
+
+
+def unsupported_type(name: str, signal_type: str) -> str | None:
+    """Why dcflex cannot map a signal named ``name`` of type ``signal_type``, or None when it can: the one
+    table (``SUPPORTED_TYPES``) the gateway and the replay's scenarios are both checked against."""
+    try:
+        kind = SignalKind(name)
+    except ValueError:
         names = ", ".join(k.value for k in SignalKind)
-        return f"unsupported signal {signal.name!r} (type {signal.signal_type!r}): dcflex maps {names}"
-    if _canonical_type(kind, signal.signal_type) is None:
+        return f"unsupported signal {name!r} (type {signal_type!r}): dcflex maps {names}"
+    if _canonical_type(kind, signal_type) is None:
         types = ", ".join(SUPPORTED_TYPES[kind])
-        return f"unsupported signal {signal.name!r} (type {signal.signal_type!r}): dcflex maps {kind.value} of type {types}"
+        return f"unsupported signal {name!r} (type {signal_type!r}): dcflex maps {kind.value} of type {types}"
     return None
 
 

@@ -10,8 +10,9 @@ write its own without reading this code. The format, section by section (see the
   baselines are ``priority``, ``uniform-cap``, ``pause-all``), ``mode`` (``fast`` or ``protocol``),
   ``sample_s`` (how often the gateway reads the meter) and ``episodes`` (fast mode simulates only the
   hours around each event and jumps between them: a year in seconds).
-- ``[site]``: nodes, GPUs per node, GPU model and power figures (idle draw, per-node base draw, the
-  overhead factor that turns IT power into site power), the ramp rate, meter noise, the scheduler's cycle.
+- ``[site]``: the gateway's own ``[site]`` keys (nodes, GPUs per node, GPU model and power figures: idle draw,
+  per-node base draw, the overhead factor that turns IT power into site power; the ramp rate...) under the
+  same rules, plus meter noise and the scheduler's cycle.
 - ``[jobs]``: either ``trace`` (a CSV, format in ``simulators.replay.jobs``) or ``[jobs.generator]``
   (fill at the start, arrival rate, sizes, durations, tier shares, checkpoint intervals and costs).
 - ``[[events]]``: each as OpenADR carries it: start, duration, signal name and type, one value per
@@ -37,9 +38,10 @@ from pydantic import AwareDatetime, Field, ValidationError, field_validator, mod
 
 from gateway.config import DcflexConfig
 from gateway.config.loader import describe_problem
-from gateway.config.models import Fraction, NonNegFloat, PositiveFloat, Section
+from gateway.config.models import Fraction, NonNegFloat, PositiveFloat, Section, SiteConfig
 from gateway.domain import Tier
 from gateway.exceptions import ScenarioError
+from gateway.policy.signals import unsupported_type
 
 Range = tuple[NonNegFloat, NonNegFloat]
 
@@ -84,14 +86,11 @@ class ScenarioMeta(Section):
         return v
 
 
-class SiteSpec(Section):
+class SiteSpec(SiteConfig):
+    """The gateway's own site model (``SiteConfig``: one set of rules for both), with the number of nodes
+    required, and what only a simulation has: the meter's noise and the scheduler's cycle."""
+
     nodes: int = Field(ge=1, le=100_000)
-    gpus_per_node: int = Field(default=8, ge=1, le=64)
-    gpu_model: str = "A100"
-    gpu_idle_w: NonNegFloat = 60.0
-    node_base_w: NonNegFloat = 0.0
-    overhead: float = Field(default=1.0, ge=1.0, le=3.0, allow_inf_nan=False)
-    ramp_rate_kw_per_min: PositiveFloat = 200.0
     noise_kw: NonNegFloat = 0.0
     sched_interval_s: PositiveFloat = 30.0
 
@@ -149,14 +148,6 @@ class JobsSpec(Section):
         return self
 
 
-SIGNAL_TYPES = {
-    "LOAD_CONTROL": ("x-loadControlPercentOffset", "x-loadControlCapacity", "x-loadControlLevelOffset"),
-    "SIMPLE": ("level",),
-    "LOAD_DISPATCH": ("setpoint", "delta"),
-    "ELECTRICITY_PRICE": ("price", "priceRelative", "priceMultiplier"),
-}
-
-
 class EventSpec(Section):
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     start: AwareDatetime
@@ -170,11 +161,9 @@ class EventSpec(Section):
 
     @model_validator(mode="after")
     def _signal(self) -> EventSpec:
-        types = SIGNAL_TYPES.get(self.signal)
-        if types is None:
-            raise ValueError(f"signal {self.signal!r} is not one dcflex follows (known: {', '.join(SIGNAL_TYPES)})")
-        if self.type not in types:
-            raise ValueError(f"signal type {self.type!r} does not go with {self.signal} (allowed: {', '.join(types)})")
+        why = unsupported_type(self.signal, self.type)  # the gateway's own table
+        if why is not None:
+            raise ValueError(why)
         return self
 
     @property
@@ -323,13 +312,17 @@ def _problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
+_SIMULATED = ("nodes", "gpus_per_node", "gpu_model", "gpu_idle_w", "node_base_w", "overhead", "ramp_rate_kw_per_min")
+
+
 def gateway_config(spec: Scenario) -> DcflexConfig:
     """The gateway's configuration: the scenario's ``[gateway]`` tables with ``[site]``'s figures over them."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in spec.gateway.items()}
     site = dict(data.get("site", {}))
     s = spec.site
-    site.update(nodes=s.nodes, gpus_per_node=s.gpus_per_node, gpu_model=s.gpu_model, gpu_idle_w=s.gpu_idle_w,
-                node_base_w=s.node_base_w, overhead=s.overhead, ramp_rate_kw_per_min=s.ramp_rate_kw_per_min)
+    # The simulated site's figures always; any other site key the scenario's [site] sets, too.
+    own = set(_SIMULATED) | (s.model_fields_set & set(SiteConfig.model_fields))
+    site.update({name: getattr(s, name) for name in sorted(own)})
     site.setdefault("site_id", spec.name)
     data["site"] = site
     return DcflexConfig.model_validate(data)
@@ -358,9 +351,9 @@ def parse_scenario(text: str, source: str, base_dir: Path) -> LoadedScenario:
         except ValueError as exc:
             problems.append(("events_generator", str(exc)))
         g = spec.events_generator
-        types = SIGNAL_TYPES.get(g.signal, ())
-        if g.type not in types:
-            problems.append(("events_generator.type", f"{g.type!r} does not go with signal {g.signal!r}"))
+        why = unsupported_type(g.signal, g.type)
+        if why is not None:
+            problems.append(("events_generator.type", why))
     if problems:
         raise ScenarioError(source, problems)
     return LoadedScenario(spec=spec, source=source, base_dir=base_dir, gateway=cfg)

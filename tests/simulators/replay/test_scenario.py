@@ -74,7 +74,10 @@ def test_a_good_scenario_parses_and_fills_its_site(tmp_path: Path) -> None:
     (lambda t: t.replace("hours = 3", "hours = -1"), "scenario.hours", "greater than 0"),
     (lambda t: t.replace("nodes = 4", 'nodes = "four"'), "site.nodes", "valid integer"),
     (lambda t: t.replace("values = [20.0]", "values = []"), "events[0].values", "at least 1"),
-    (lambda t: t.replace('values = [20.0]', 'values = [20.0]\ntype = "price"'), "events[0]", "does not go with"),
+    (lambda t: t.replace('values = [20.0]', 'values = [20.0]\ntype = "price"'), "events[0]", "dcflex maps LOAD_CONTROL of type"),
+    (lambda t: t.replace('values = [20.0]', 'values = [20.0]\ntype = "x-loadControlLevelOffset"'), "events[0]",
+     "unsupported signal 'LOAD_CONTROL' (type 'x-loadControlLevelOffset')"),  # the gateway does not follow it
+    (lambda t: t.replace("gpus_per_node = 8", "gpus_per_node = 0"), "site.gpus_per_node", "greater than or equal to 1"),
     (lambda t: t.replace("duration_min = 60", "duration_min = 600"), "(top level)", "not inside the horizon"),
     (lambda t: t.replace("seed = 3", 'seed = 3\nstrategies = ["dcflex", "magic"]'), "scenario.strategies", "magic"),
     (lambda t: t.replace("fill = 0.75", "fill = 0.75\nsizes = {8 = 1}\nduration_h = [9, 2]"),
@@ -88,6 +91,24 @@ def test_a_malformed_scenario_names_the_field(tmp_path: Path, edit: object, path
     found = problems(edit(GOOD), tmp_path)  # type: ignore[operator]
     assert path in found, found
     assert words in found[path], found[path]
+
+
+def test_scenarios_take_every_signal_the_gateway_follows_and_no_other(tmp_path: Path) -> None:
+    from gateway.policy.signals import SUPPORTED_TYPES
+    for kind, types in SUPPORTED_TYPES.items():
+        for stype in types:
+            value = "1.0" if kind.value == "SIMPLE" else "20.0"
+            text = GOOD.replace("values = [20.0]", f'values = [{value}]\nsignal = "{kind.value}"\ntype = "{stype}"')
+            scn = parse_scenario(text, "test.toml", tmp_path)
+            assert [(e.signal, e.type) for e in scn.spec.events] == [(kind.value, stype)]
+
+
+def test_a_scenarios_site_is_the_gateways_site_model(tmp_path: Path) -> None:
+    text = GOOD.replace("nodes = 4", "nodes = 4\nmin_cap_w = 150.0\nmax_cap_w = 350.0")
+    scn = parse_scenario(text, "test.toml", tmp_path)
+    assert (scn.gateway.site.min_cap_w, scn.gateway.site.max_cap_w) == (150.0, 350.0)
+    found = problems(GOOD.replace("nodes = 4", "nodes = 4\nmin_cap_w = 400.0"), tmp_path)
+    assert "min_cap_w must be below max_cap_w" in found["site"], found  # the gateway's own rule
 
 
 def test_not_toml_and_a_missing_trace_are_reported(tmp_path: Path) -> None:
