@@ -22,6 +22,7 @@ from gateway.clock import ManualClock
 from gateway.jobchannel import CheckpointAcks, JobDirectives
 from gateway.jobside import JobHelper
 from gateway.jobside.link import settings_from_env
+from tests.waiting import until
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 POLL_S = 0.05
@@ -64,16 +65,6 @@ async def helpers() -> AsyncIterator[MakeHelper]:
         await asyncio.to_thread(helper.close)
 
 
-async def until(predicate: Callable[[], object], within_s: float = 3.0) -> float:
-    """Seconds until ``predicate()`` holds, polling so the event loop (the server runs on it) keeps going."""
-    t0 = time.monotonic()
-    while not predicate():
-        if time.monotonic() - t0 > within_s:
-            raise AssertionError(f"not within {within_s} s")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - t0
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,7 +77,9 @@ async def test_a_directive_reaches_the_job_within_the_poll_interval(gw: tuple[Ga
     assert helper.should_checkpoint() is False
     await asyncio.sleep(3 * POLL_S)  # a few polls answered 204
     issued = g.directives.request_checkpoint("ray-1", event_id="ev-1", grace_s=300, stop_after=False)
-    took = await until(helper.should_checkpoint)
+    asked_at = time.monotonic()
+    await until("the helper to see the directive", helper.should_checkpoint, 3.0, every=0.005)
+    took = time.monotonic() - asked_at
     assert took < 10 * POLL_S  # one poll interval plus the request, with room for a loaded machine
     seen = helper.current()
     assert seen is not None and (seen.seq, seen.event_id, seen.deadline, seen.stop_after, seen.source) == (
@@ -99,7 +92,7 @@ async def test_acknowledge_reaches_the_gateway_and_clears_the_flag_until_a_newer
     helper = helpers(url, "ray-1")
     helper.should_checkpoint()
     g.directives.request_checkpoint("ray-1", event_id="ev-1", grace_s=300)
-    await until(helper.should_checkpoint)
+    await until("the helper to see the directive", helper.should_checkpoint, 3.0, every=0.005)
     helper.acknowledge("/ckpt/step-120")
     assert helper.should_checkpoint() is False
     ack = await asyncio.wait_for(g.acks.wait("ray-1"), 3)
@@ -108,7 +101,7 @@ async def test_acknowledge_reaches_the_gateway_and_clears_the_flag_until_a_newer
     await asyncio.sleep(4 * POLL_S)
     assert helper.should_checkpoint() is False
     newer = g.directives.request_checkpoint("ray-1", event_id="ev-2", grace_s=300)
-    await until(helper.should_checkpoint)
+    await until("the helper to see the directive", helper.should_checkpoint, 3.0, every=0.005)
     seen = helper.current()
     assert seen is not None and seen.seq == newer.seq
 
@@ -121,7 +114,7 @@ async def test_a_directive_still_served_after_its_acknowledgement_is_not_redone(
     helper = helpers(url, "ray-1")
     helper.should_checkpoint()
     g.directives.request_checkpoint("ray-1", event_id="ev-1", grace_s=300)
-    await until(helper.should_checkpoint)
+    await until("the helper to see the directive", helper.should_checkpoint, 3.0, every=0.005)
     helper.acknowledge("/ckpt/a", event_id="ev-0")
     ack = await asyncio.wait_for(g.acks.wait("ray-1"), 3)
     assert ack.event_id == "ev-0" and g.directives.get("ray-1") is not None
@@ -135,7 +128,7 @@ async def test_eta_lands_latest_value_wins(gw: tuple[Gateway, str], helpers: Mak
     for left in (30, 20, 12.5):
         helper.report_eta(left)
     helper.report_eta(-1)  # ignored with a warning, never raised
-    await until(lambda: g.directives.eta("ray-1") == (T0, 12.5))
+    await until('g.directives.eta("ray-1") == (T0, 12.5)', lambda: g.directives.eta("ray-1") == (T0, 12.5), 3.0, every=0.005)
     assert helper.flush(1.0)
 
 
@@ -144,9 +137,9 @@ async def test_a_withdrawn_directive_clears_the_flag(gw: tuple[Gateway, str], he
     helper = helpers(url, "ray-1")
     helper.should_checkpoint()
     g.directives.request_checkpoint("ray-1", event_id="ev-1", grace_s=300)
-    await until(helper.should_checkpoint)
+    await until("the helper to see the directive", helper.should_checkpoint, 3.0, every=0.005)
     g.directives.clear("ray-1")  # event cancelled
-    await until(lambda: not helper.should_checkpoint())
+    await until("the helper to see no directive", lambda: not helper.should_checkpoint(), 3.0, every=0.005)
     assert helper.current() is None
 
 
@@ -192,7 +185,7 @@ async def test_unreachable_gateway_stays_fast_and_the_ack_is_delivered_when_it_c
     async with g.server(port):
         ack = await asyncio.wait_for(g.acks.wait("1234_5"), 5)
         assert (ack.checkpoint_path, ack.event_id) == ("/shared/ckpt/1234_5", "ev-7")
-        await until(lambda: g.directives.eta("1234_5") is not None)
+        await until('g.directives.eta("1234_5") is not None', lambda: g.directives.eta("1234_5") is not None, 3.0, every=0.005)
         assert await asyncio.to_thread(helper.flush, 2.0)
     assert any("reachable again" in r.getMessage() for r in caplog.records)
     assert not helper.should_checkpoint()

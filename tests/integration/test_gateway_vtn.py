@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from gateway.domain import EventState, JobState
 from simulators.cluster import SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from simulators.workloads import demo_mix
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +52,7 @@ class Site:
         self.gateway = Gateway(self.cfg, scheduler=self.cluster, meter=self.cluster, clock=self.clock,
                                model=power_model(self.cfg), sample_interval_s=15.0)
         self.task = asyncio.create_task(self.gateway.serve())
-        await until(lambda: self.gateway.ven.registration_id is not None, "re-registration")
-
-
-async def until(pred: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+        await until("re-registration", lambda: self.gateway.ven.registration_id is not None, 30.0)
 
 
 @pytest.fixture
@@ -80,7 +72,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         gateway = Gateway(cfg, scheduler=cluster, meter=cluster, clock=clock, model=model, sample_interval_s=15.0)
         task = asyncio.create_task(gateway.serve())
         s = Site(vtn=vtn, clock=clock, cluster=cluster, cfg=cfg, gateway=gateway, task=task)
-        await until(lambda: gateway.ven.registration_id is not None, "registration")
+        await until("registration", lambda: gateway.ven.registration_id is not None, 30.0)
         yield s
         s.task.cancel()
         await asyncio.gather(s.task, return_exceptions=True)
@@ -106,9 +98,9 @@ async def test_registration_opt_in_act_and_restore(site: Site) -> None:
     eid = add(site)
     response = await site.vtn.wait_for_response(eid, within_s=10)
     assert response.opt_type == "optIn"
-    await until(lambda: site.state(eid) in (EventState.RAMPING, EventState.HOLDING), "ramping")
-    await until(lambda: bool(site.cluster.commands), "first command")
-    await until(lambda: site.state(eid) is EventState.COMPLETED, "completion", within_s=40)
+    await until("ramping", lambda: site.state(eid) in (EventState.RAMPING, EventState.HOLDING), 30.0)
+    await until("first command", lambda: bool(site.cluster.commands), 30.0)
+    await until("completion", lambda: site.state(eid) is EventState.COMPLETED, 40)
     critical = {j.job_id for j in (await site.cluster.snapshot()).jobs if j.tier.value == "critical"}
     assert not {c.job_id for c in site.cluster.commands} & critical
     await assert_restored(site)
@@ -116,7 +108,7 @@ async def test_registration_opt_in_act_and_restore(site: Site) -> None:
 
 async def test_status_endpoint_reports_the_event(site: Site) -> None:
     eid = add(site, in_min=2, minutes=20)
-    await until(lambda: site.state(eid) is not None, "acceptance")
+    await until("acceptance", lambda: site.state(eid) is not None, 30.0)
     assert site.gateway.api is not None
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{site.gateway.api.url}/healthz") as r:
@@ -129,7 +121,7 @@ async def test_status_endpoint_reports_the_event(site: Site) -> None:
 
 async def test_modification_replans(site: Site) -> None:
     eid = add(site, in_min=2, minutes=30, pct=10.0)
-    await until(lambda: site.state(eid) in (EventState.RAMPING, EventState.HOLDING), "ramping")
+    await until("ramping", lambda: site.state(eid) in (EventState.RAMPING, EventState.HOLDING), 30.0)
     before = site.gateway.journal.event(eid)
     assert before is not None and before.directive is not None
     mod = site.vtn.modify_event(eid, intervals=[(timedelta(minutes=30), 30.0)])
@@ -144,17 +136,17 @@ async def test_modification_replans(site: Site) -> None:
 
 async def test_explicit_cancellation_restores(site: Site) -> None:
     eid = add(site, in_min=1, minutes=60)
-    await until(lambda: bool(site.cluster.commands), "first command")
+    await until("first command", lambda: bool(site.cluster.commands), 30.0)
     site.vtn.cancel_event(eid)
-    await until(lambda: site.state(eid) is EventState.CANCELLED, "cancellation", within_s=30)
+    await until("cancellation", lambda: site.state(eid) is EventState.CANCELLED, 30)
     await assert_restored(site)
 
 
 async def test_implied_cancellation_restores(site: Site) -> None:
     eid = add(site, in_min=1, minutes=60)
-    await until(lambda: bool(site.cluster.commands), "first command")
+    await until("first command", lambda: bool(site.cluster.commands), 30.0)
     site.vtn.remove_event(eid)
-    await until(lambda: site.state(eid) is EventState.CANCELLED, "implied cancellation", within_s=30)
+    await until("implied cancellation", lambda: site.state(eid) is EventState.CANCELLED, 30)
     await assert_restored(site)
 
 
@@ -173,7 +165,7 @@ async def test_telemetry_faster_than_offered_sends_nothing_rather_than_empty_rep
 
 
 async def test_telemetry_report_reaches_the_vtn(site: Site) -> None:
-    await until(lambda: site.gateway.engine.history.latest is not None, "a power sample")
+    await until("a power sample", lambda: site.gateway.engine.history.latest is not None, 30.0)
     site.vtn.request_telemetry(VEN_ID, timedelta(seconds=1))
     readings = await site.vtn.wait_for_reports(VEN_ID, count=1, within_s=20)
     measured = await site.cluster.read_kw()
@@ -182,11 +174,11 @@ async def test_telemetry_report_reaches_the_vtn(site: Site) -> None:
 
 async def test_restart_mid_event_sends_no_command_twice_and_restores(site: Site) -> None:
     eid = add(site, in_min=1, minutes=20, pct=25.0)
-    await until(lambda: site.state(eid) is EventState.HOLDING, "holding", within_s=30)
+    await until("holding", lambda: site.state(eid) is EventState.HOLDING, 30)
     sent = len(site.cluster.commands)
     assert sent > 0
     await site.restart()
-    await until(lambda: site.state(eid) is EventState.COMPLETED, "completion after restart", within_s=40)
+    await until("completion after restart", lambda: site.state(eid) is EventState.COMPLETED, 40)
     keys = Counter(c.key for c in site.cluster.commands)
     assert all(n == 1 for n in keys.values()), keys
     await assert_restored(site)

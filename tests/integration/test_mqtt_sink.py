@@ -32,6 +32,7 @@ from gateway.config.models import MqttSinkConfig
 from gateway.exceptions import OverrideRefused
 from gateway.journal.outbox import Outbox
 from gateway.sinks.mqtt import CHANNEL, MqttSink
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -139,11 +140,7 @@ class Subscriber:
         return [g for g in self.got if g[0].endswith(suffix)]
 
     async def until(self, what: str, probe: Callable[[], bool], within: float = 10.0) -> None:
-        for _ in range(int(within / 0.02)):
-            if probe():
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"not within {within} s: {what}; received {self.got[-5:]}")
+        await until(what, probe, within, every=0.02, detail=lambda: f"received {self.got[-5:]}")
 
     async def __aenter__(self) -> Subscriber:
         await self.connect()

@@ -30,6 +30,7 @@ from gateway.config.models import MqttSinkConfig
 from gateway.journal.outbox import Outbox
 from gateway.sinks.mqtt import MqttSink
 from tests.services import HINT, service_env
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -109,14 +110,6 @@ class Problems:
         self.got.append((code, message))
 
 
-async def until(what: str, probe: Any, within: float = 8.0) -> None:
-    for _ in range(int(within / 0.02)):
-        if probe():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not within {within} s: {what}")
-
-
 @asynccontextmanager
 async def running(sink: MqttSink) -> AsyncIterator[asyncio.Task[None]]:
     """``sink.run`` in a task; on the way out ``aclose`` must end it, without an exception."""
@@ -131,8 +124,8 @@ async def running(sink: MqttSink) -> AsyncIterator[asyncio.Task[None]]:
 async def refused_to_connect(sink: MqttSink, clock: CountingClock, problems: Problems) -> tuple[str, str]:
     """Run a sink that cannot connect through several attempts; return its one problem."""
     async with running(sink) as task:
-        await until("an on_problem call", lambda: bool(problems.got))
-        await until("three more attempts", lambda: clock.sleeps >= 4)
+        await until("an on_problem call", lambda: bool(problems.got), 8.0, every=0.02)
+        await until("three more attempts", lambda: clock.sleeps >= 4, 8.0, every=0.02)
         assert not task.done(), "the sink's run() ended on a refused connection instead of retrying"
         stats = sink.stats()
         assert stats["connected"] is False and stats["connects"] == 0
@@ -164,11 +157,11 @@ async def test_sink_over_tls_with_credentials_publishes_status_and_alerts(broker
         reader = asyncio.create_task(read())
         try:
             async with running(sink):
-                await until("the sink connects", lambda: sink.stats()["connected"])
-                await until("the online status", lambda: any(t.endswith("/status") for t, _, _ in got))
+                await until("the sink connects", lambda: sink.stats()["connected"], 8.0, every=0.02)
+                await until("the online status", lambda: any(t.endswith("/status") for t, _, _ in got), 8.0, every=0.02)
                 await sink.emit("alert", {"at": "2025-05-20T17:00:00+00:00", "event_id": "e1", "severity": "warning",
                                           "code": "tls-check", "message": "over TLS"})
-                await until("the alert", lambda: any(t.endswith("/alerts") for t, _, _ in got))
+                await until("the alert", lambda: any(t.endswith("/alerts") for t, _, _ in got), 8.0, every=0.02)
                 await asyncio.wait_for(sink.drained(), 5)
         finally:
             reader.cancel()

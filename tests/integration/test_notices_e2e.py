@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from gateway.ven.oadr20b.projections import PROJECTED_R_ID, PROJECTED_SPECIFIER_
 from simulators.cluster import SimJobSpec, SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from tests.services import HINT, service_env
+from tests.waiting import until
 from tests.webhook_receiver import Receiver, receiving
 
 pytestmark = pytest.mark.integration
@@ -39,14 +40,6 @@ pytestmark = pytest.mark.integration
 VEN_ID = "ven-notices"
 SECRET = "grid-shared-secret"
 END_S = 45.0
-
-
-async def until(what: str, pred: Callable[[], object], within: float) -> None:
-    deadline = time.monotonic() + within
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -94,7 +87,7 @@ async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(
         task = asyncio.create_task(gateway.serve())
         try:
             await until("the VEN to register its reports", lambda: gateway.ven.registration_id is not None
-                        and vtn._server.registered_reports.get(VEN_ID), 20)
+                        and vtn._server.registered_reports.get(VEN_ID), 20, every=0.1)
             vtn.request_projections(VEN_ID, timedelta(seconds=2))
             cluster.submit(SimJobSpec("ending", Tier.FLEX_25, 16, "pt_mpt_7b_fast", work_s=END_S, name="short-run"))
             started = time.monotonic()
@@ -104,8 +97,8 @@ async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(
             def mine(n: Any) -> bool:
                 return bool((n["notice_id"] if isinstance(n, dict) else n.notice_id) == "job:ending")
 
-            await until("two notices on the webhook", lambda: len([n for n in hook.got if mine(n)]) >= 2, END_S + 20)
-            await until("the same two on MQTT", lambda: len([n for n in mqtt_got if mine(n)]) >= 2, 10)
+            await until("two notices on the webhook", lambda: len([n for n in hook.got if mine(n)]) >= 2, END_S + 20, every=0.1)
+            await until("the same two on MQTT", lambda: len([n for n in mqtt_got if mine(n)]) >= 2, 10, every=0.1)
             hooked = [n for n in hook.got if mine(n)]
             mqtt = [n for n in mqtt_got if mine(n)]
             assert hook.bad == []
@@ -121,14 +114,14 @@ async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(
             def projected() -> list[Any]:
                 return [r for r in vtn.received_reports if r.source == PROJECTED_R_ID and r.value > 0]
 
-            await until("the drop in a Projected report", projected, 15)
+            await until("the drop in a Projected report", projected, 15, every=0.1)
             seen = projected()[-1]
             assert abs((seen.at - drop_at).total_seconds()) < 1.0 and abs(seen.value - drop_kw) < 1e-3, seen
             # and under its own data point, named after the notice (the VEN registered the report again for it)
             def by_id() -> list[Any]:
                 return [r for r in vtn.received_reports if r.source == notice_r_id("job:ending") and r.value > 0]
 
-            await until("the notice's own data point", by_id, 15)
+            await until("the notice's own data point", by_id, 15, every=0.1)
             own = by_id()[-1]
             assert abs((own.at - drop_at).total_seconds()) < 1.0 and abs(own.value - drop_kw) < 1e-3, own
             client = gateway.ven._client
@@ -138,7 +131,7 @@ async def test_a_jobs_end_is_announced_alike_on_mqtt_the_webhook_and_to_the_vtn(
 
             # the job ends on time: the measured fall was announced ahead, coverage 1.0
             await until("the drop to be measured", lambda: gateway.journal.log_entries(None, ("drop_observed",)),
-                        END_S + 30 - (time.monotonic() - started))
+                        END_S + 30 - (time.monotonic() - started), every=0.1)
             body = gateway.journal.log_entries(None, ("drop_observed",))[0][3]
             assert body["notice_id"] == "job:ending" and body["covered"] is True, body
             assert gateway.status()["notices"]["coverage_24h"]["coverage"] == 1.0  # type: ignore[index]

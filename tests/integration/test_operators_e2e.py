@@ -26,7 +26,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +48,7 @@ from gateway.sinks.tsdb import TsdbSink
 from simulators.cluster import SimulatedCluster
 from simulators.vtn import ScriptedVtn
 from tests.services import HINT, service_env
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +61,6 @@ ALLOWED = "ops-alice"  # the one identity in override_allow
 SAMPLE_S = 0.5  # the engine reads site power twice per power interval, so no interval is left empty
 POWER_INTERVAL_S = 1.0
 POWER_INTERVAL_MS = 1000
-
-
-async def until(what: str, check: Callable[[], bool], within: float, detail: Callable[[], object] = lambda: "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:g} s: {what}. {detail()}")
-        await asyncio.sleep(0.05)
 
 
 async def script(path: Path, command: str) -> None:
@@ -313,9 +306,9 @@ async def running_site(tmp_path: Path, svc: Services, prefix: str, site_id: str)
         site.task = asyncio.create_task(gateway.serve())
         try:
             await until("the VEN registers with the VTN", lambda: gateway.ven.registration_id is not None, 15,
-                        lambda: f"gateway task done: {site.task is not None and site.task.done()}")
+                        detail=lambda: f"gateway task done: {site.task is not None and site.task.done()}")
             await until("the MQTT sink connects", lambda: bool(site.mqtt.stats()["connected"]), 10,
-                        lambda: site.mqtt.stats())
+                        detail=lambda: site.mqtt.stats())
             yield site
         finally:
             await site.stop()
@@ -362,8 +355,8 @@ async def test_operator_opts_the_site_out_over_mqtt_and_the_vtn_hears_it(
             response = await site.vtn.wait_for_response(eid, within_s=10)
             assert response.opt_type == "optIn", response
             await until("the gateway sheds (commands reach the simulated cluster)",
-                        lambda: bool(site.cluster.commands) and site.state(eid) in (EventState.RAMPING, EventState.HOLDING),
-                        15, lambda: f"state {site.state(eid)}, commands {site.cluster.commands}")
+                        lambda: bool(site.cluster.commands) and site.state(eid) in (EventState.RAMPING, EventState.HOLDING), 15,
+                        detail=lambda: f"state {site.state(eid)}, commands {site.cluster.commands}")
             shed = len(site.cluster.commands)
 
             async def send(identity: str, body: dict[str, object]) -> None:
@@ -373,8 +366,9 @@ async def test_operator_opts_the_site_out_over_mqtt_and_the_vtn_hears_it(
 
             await send(ALLOWED, {"command": "opt_out", "event_id": eid, "reason": "cooling fault", "request_id": "r-1"})
             await send("mallory", {"command": "opt_out", "event_id": eid, "request_id": "r-2"})
-            await until("both replies", lambda: bool(sub.on(f"/override/{ALLOWED}/reply") and sub.on("/override/mallory/reply")),
-                        15, lambda: sub.got[-5:])
+            await until("both replies",
+                        lambda: bool(sub.on(f"/override/{ALLOWED}/reply") and sub.on("/override/mallory/reply")), 15,
+                        detail=lambda: sub.got[-5:])
             [ok] = sub.on(f"/override/{ALLOWED}/reply")
             assert (ok["request_id"], ok["command"], ok["accepted"]) == ("r-1", "opt_out", True), ok
             assert ok["answer"].startswith(f"opted out of {eid}: undoing ") and ok["answer"].endswith("the VTN was told"), ok
@@ -382,7 +376,7 @@ async def test_operator_opts_the_site_out_over_mqtt_and_the_vtn_hears_it(
             assert (no["request_id"], no["accepted"]) == ("r-2", False), no
             assert "client 'mallory' may not send overrides" in no["answer"], no
             await until("the refusal's alert", lambda: any(a["code"] == "override_refused" for a in sub.on("/alerts")), 10,
-                        lambda: sub.on("/alerts"))
+                        detail=lambda: sub.on("/alerts"))
             refused = [a for a in sub.on("/alerts") if a["code"] == "override_refused"]
             assert len(refused) == 1 and "mallory" in refused[0]["message"] and refused[0]["severity"] == "warning", refused
 
@@ -392,7 +386,7 @@ async def test_operator_opts_the_site_out_over_mqtt_and_the_vtn_hears_it(
 
             # everything the event changed is undone, and the event ends opted out
             await until("the event ends opted out", lambda: site.state(eid) is EventState.OPTED_OUT, 30,
-                        lambda: f"state {site.state(eid)}, transitions {site.gateway.journal.transitions(eid)}")
+                        detail=lambda: f"state {site.state(eid)}, transitions {site.gateway.journal.transitions(eid)}")
             assert len(site.cluster.commands) > shed, "nothing was undone"
             await assert_restored(site)
             states = [body["state"] for _, _, kind, body in site.gateway.journal.log_entries(eid, ("state",))]
@@ -435,7 +429,7 @@ async def test_broker_and_db_down_mid_event_lose_nothing(
             assert (await site.vtn.wait_for_response(eid, within_s=10)).opt_type == "optIn"
             await until("the event is shedding", lambda: bool(cluster.commands)
                         and site.state(eid) in (EventState.RAMPING, EventState.HOLDING), 15,
-                        lambda: f"state {site.state(eid)}")
+                        detail=lambda: f"state {site.state(eid)}")
             directive = journal.event(eid).directive  # type: ignore[union-attr]
             assert directive is not None
             step_at = directive.start + timedelta(seconds=9.0)
@@ -447,14 +441,14 @@ async def test_broker_and_db_down_mid_event_lose_nothing(
             assert down_at < step_at, f"the services went down at {down_at}, after the stricter interval began ({step_at})"
             await until("both sinks notice the outage",
                         lambda: not site.mqtt.stats()["connected"] and site.tsdb.stats()["state"] == "unavailable", 10,
-                        lambda: (site.mqtt.stats(), site.tsdb.stats()))
+                        detail=lambda: (site.mqtt.stats(), site.tsdb.stats()))
             await engine.pause_actions("x")  # operators' alerts produced while nothing can carry them
             await asyncio.sleep(0.5)
             await engine.resume_actions("y")
             commands_before_step = len(cluster.commands)
             await until("the stricter interval's commands reach the cluster during the outage",
                         lambda: site.clock.now() >= step_at and len(cluster.commands) > commands_before_step, 20,
-                        lambda: f"state {site.state(eid)}, {len(cluster.commands)} commands")
+                        detail=lambda: f"state {site.state(eid)}, {len(cluster.commands)} commands")
             await asyncio.sleep(max(0.0, 6.0 - (site.clock.now() - down_at).total_seconds()))  # >= 6 s of outage
             assert site.state(eid) in (EventState.RAMPING, EventState.HOLDING), "the event did not keep running"
             assert site.mqtt.stats()["queued"] > 0 and site.tsdb.stats()["state"] == "unavailable"
@@ -477,7 +471,7 @@ async def test_broker_and_db_down_mid_event_lose_nothing(
                         and {"mqtt_recovered", "tsdb_recovered"} <= set(alert_codes()))
 
             await until("both outboxes are empty again", outboxes_empty, 30,
-                        lambda: (site.mqtt.stats(), site.tsdb.stats(), alert_codes()))
+                        detail=lambda: (site.mqtt.stats(), site.tsdb.stats(), alert_codes()))
             assert site.state(eid) in (EventState.RAMPING, EventState.HOLDING)
 
             # ---- MQTT: every journaled alert and state change once (by msg_id), in the journal's order
@@ -494,7 +488,7 @@ async def test_broker_and_db_down_mid_event_lose_nothing(
                 return alerts, states
 
             await until("every journaled alert and state change on MQTT", lambda: received() == journaled(), 15,
-                        lambda: f"journaled {journaled()}\nreceived {received()}")
+                        detail=lambda: f"journaled {journaled()}\nreceived {received()}")
             want_alerts, want_states = journaled()
             codes = [code for code, _ in want_alerts]
             for code in ("mqtt_unavailable", "tsdb_unavailable", "actions_paused", "actions_resumed",

@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -58,6 +58,7 @@ from simulators.vtn import ScriptedVtn
 from tests.adapters.ray.apps import serve_app
 from tests.adapters.ray.holds import placement_groups, release_holds
 from tests.services import HINT, service_env
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -122,20 +123,6 @@ SERVE_APP = serve_app("Model", 0.05)
 # ------------------------------------------------------------------------------------ plumbing
 
 
-async def wait_for(what: str, probe: Callable[[], object], within: float, every: float = 0.25) -> None:
-    """Poll ``probe`` (sync, or returning an awaitable) until it is truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        got = probe()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(every)
-
-
 async def held(site: Site, name: str, state: str) -> bool:
     """Whether Ray's state API lists the placement group ``name`` in ``state``."""
     groups = [g for g in await placement_groups(site.url) if g.get("name") == name]
@@ -188,7 +175,7 @@ class Cable:
             writer.close()
         if server is not None:
             await server.wait_closed()
-        await wait_for("the cut connections to close", lambda: not self._open, 5, every=0.05)
+        await until("the cut connections to close", lambda: not self._open, 5, every=0.05)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._open.add(writer)
@@ -336,9 +323,9 @@ class Site:
     async def serve(self, running: Running) -> None:
         gateway = running.gateway
         running.task = asyncio.create_task(gateway.serve())
-        await wait_for("the gateway to register, serve its API and read site power", lambda: (
+        await until("the gateway to register, serve its API and read site power", lambda: (
             gateway.ven.registration_id is not None and gateway.api is not None
-            and gateway.engine.history.latest is not None), 20)
+            and gateway.engine.history.latest is not None), 20, every=0.25)
         assert gateway.api is not None and gateway.api.url == running.adapter.gateway_url
 
     async def submit(self, running: Running, name: str, mode: str, metadata: Mapping[str, str]) -> str:
@@ -361,7 +348,7 @@ class Site:
             return "start step=" in logs
 
         try:
-            await wait_for(f"job {sid} to start", probe, 45, every=0.5)
+            await until(f"job {sid} to start", probe, 45, every=0.5)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; Ray says {last} (is the test Ray head busy with other jobs?)") from None
         return logs
@@ -376,7 +363,7 @@ class Site:
              "deployments": [{"name": "Model", "num_replicas": 4}]},
             http_options={"host": "127.0.0.1", "port": free_port()},
         )
-        await wait_for("4 chat replicas", partial(self.replicas, 4), 90, every=0.5)
+        await until("4 chat replicas", partial(self.replicas, 4), 90, every=0.5)
 
     async def replicas(self, n: int) -> bool:
         """Whether Serve's target and running replicas of the chat deployment are both ``n``."""
@@ -444,7 +431,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
                     return all(j.terminal for j in await client.list_jobs() if (j.submission_id or "") in ours)
 
                 try:  # best effort: Ray stops a job still starting only once it has started; each ends by itself anyway
-                    await wait_for("this test's Ray jobs to stop", ended, 10, every=0.5)
+                    await until("this test's Ray jobs to stop", ended, 10, every=0.5)
                 except AssertionError as exc:
                     print(f"\n{exc}; stop requested for {ours}")
     finally:
@@ -465,7 +452,7 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
     silent = await site.submit(gw, "silent", "ignore", SILENT_MD)
     stoppable = [*flex, silent]
     logs = {sid: await site.started(sid) for sid in (critical, *stoppable)}
-    await wait_for("the finished job to end", partial(site.has_status, finished, "SUCCEEDED"), 30)
+    await until("the finished job to end", partial(site.has_status, finished, "SUCCEEDED"), 30, every=0.25)
     await site.deploy_chat()
     chat = f"serve:{CHAT}/Model"
     await site.serve(gw)  # after the jobs and the service run: the baseline is their load
@@ -494,7 +481,7 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
         # lever there is: the three flexible jobs stopped (1.85 kW) and the two replicas flex-50 allows (0.62 kW)
         eid = site.add_event(in_s=5, ramp_s=2, duration_s=24, pct=50.0)
         assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
-        await wait_for("the event to hold", lambda: gw.state(eid) is EventState.HOLDING, 30)
+        await until("the event to hold", lambda: gw.state(eid) is EventState.HOLDING, 30, every=0.25)
         held_at = time.monotonic() - started
 
         # While the event holds: every flexible job heard the directive and was stopped, per Ray itself.
@@ -502,12 +489,12 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
         assert {sid: await site.status(sid) for sid in stoppable} == {sid: "STOPPED" for sid in stoppable}
         # their GPUs are held (a placement group each, made by a short job of the gateway's) so Ray starts nothing there
         for sid in stoppable:
-            await wait_for(f"{sid}'s GPUs held", partial(held, site, hold_id(sid, eid), "CREATED"), 20, every=0.5)
+            await until(f"{sid}'s GPUs held", partial(held, site, hold_id(sid, eid), "CREATED"), 20, every=0.5)
         # the service lost the two replicas its tier allows, one command each, and still serves on two
         scaled = sorted(r.action.replicas or 0 for r in gw.gateway.journal.actions(eid)
                         if r.action.kind is ActionKind.SCALE_DOWN and r.state == "done")
         assert scaled == [2, 3], scaled
-        await wait_for("the service down to 2 replicas", partial(site.replicas, 2), 30)
+        await until("the service down to 2 replicas", partial(site.replicas, 2), 30, every=0.25)
         records = {r.job_id: r for r in gw.adapter.checkpoints}
         saved: dict[str, int] = {}
         for sid in flex:
@@ -540,7 +527,7 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
         plans = [b for _, _, _, b in gw.gateway.journal.log_entries(eid, ("plan",))]
         assert plans and all(p["shortfall_kw"] == 0.0 and p["expected_kw"] <= p["target_kw"] for p in plans), plans
 
-        await wait_for("the event to complete", lambda: gw.state(eid) is EventState.COMPLETED, 45)
+        await until("the event to complete", lambda: gw.state(eid) is EventState.COMPLETED, 45, every=0.25)
         done_at = time.monotonic() - started
     finally:
         watcher.cancel()
@@ -555,7 +542,7 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
     ups = [r for r in gw.gateway.journal.actions(eid) if r.action.kind is ActionKind.SCALE_UP]
     assert [(r.action.replicas, r.state) for r in ups] == [(3, "done"), (4, "done")]
     assert ups[1].action.at - ups[0].action.at >= timedelta(seconds=0.9)
-    await wait_for("the service back at 4 replicas", partial(site.replicas, 4), 60, every=0.5)
+    await until("the service back at 4 replicas", partial(site.replicas, 4), 60, every=0.5)
     assert not [r for r in gw.gateway.journal.actions(eid) if r.action.job_id in (critical, finished)]
     assert {r.action.job_id for r in gw.gateway.journal.actions(eid)} == {*stoppable, chat}
     resumed = {j.metadata[KEY_RESUMED_FROM]: j.submission_id or "" for j in await site.client.list_jobs()
@@ -565,7 +552,8 @@ async def test_an_event_checkpoints_stops_and_resumes_flexible_ray_jobs(site: Si
         new_id = resumed[sid]
         text = await site.started(new_id)
         assert f"start step={saved[sid]} resume={site.out / f'{sid}.ckpt'}\n" in text, text
-        await wait_for(f"{new_id} to count on from step {saved[sid]}", partial(site.counted_past, new_id, saved[sid] + 3), 10)
+        await until(f"{new_id} to count on from step {saved[sid]}", partial(site.counted_past, new_id, saved[sid] + 3), 10,
+                    every=0.25)
     assert "start step=0 resume=-\n" in await site.started(resumed[silent]), "nothing acknowledged: a fresh start"
 
     assert len(seen) >= 10 and set(seen) == {("RUNNING", False)}, seen
@@ -590,16 +578,15 @@ async def test_an_unreachable_dashboard_mid_event_is_alerted_survived_and_recove
         assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
         asked = gw.adapter.directives
         assert asked is not None
-        await wait_for("the checkpoint request", lambda: asked.get(sid) is not None, 20, every=0.05)
+        await until("the checkpoint request", lambda: asked.get(sid) is not None, 20, every=0.05)
         # The directive may be set ahead of the stop (ask_ahead): wait until the stop itself waits for the
         # acknowledgement, past its package pin, so the first request to fail is its status poll.
-        await wait_for("the stop to wait for the acknowledgement", lambda: sid in gw.adapter.levers.in_checkpoint, 20,
-                       every=0.05)
+        await until("the stop to wait for the acknowledgement", lambda: sid in gw.adapter.levers.in_checkpoint, 20, every=0.05)
 
         await cable.unplug()  # while the adapter waits for an acknowledgement that never comes
-        await wait_for("the failed stop to be alerted", lambda: gw.sink.alerts("command_failed"), 20)
-        await wait_for("the failed re-plan to be alerted", lambda: gw.sink.alerts("snapshot_failed"), 20)
-        await wait_for("the failed power reading to be alerted", lambda: gw.sink.alerts("meter_unavailable"), 10)
+        await until("the failed stop to be alerted", lambda: gw.sink.alerts("command_failed"), 20, every=0.25)
+        await until("the failed re-plan to be alerted", lambda: gw.sink.alerts("snapshot_failed"), 20, every=0.25)
+        await until("the failed power reading to be alerted", lambda: gw.sink.alerts("meter_unavailable"), 10, every=0.25)
         failed = gw.sink.alerts("command_failed")[0]
         assert failed["job_id"] == sid and failed["kind"] == "checkpoint_stop"
         assert f"cannot reach the dashboard for GET {cable.url}/api/jobs/{sid}" in str(failed["message"]), failed
@@ -612,12 +599,12 @@ async def test_an_unreachable_dashboard_mid_event_is_alerted_survived_and_recove
         assert gw.alive() and gw.state(eid) in (EventState.RAMPING, EventState.HOLDING)
 
         await cable.plug()  # the dashboard is back: the next re-plan retries the stop
-        await wait_for("the retried stop to reach Ray", partial(site.has_status, sid, "STOPPED"), 20)
-        await wait_for("the retried stop to be journaled", lambda: gw.actions(eid, ActionKind.CHECKPOINT_STOP).get(sid)
-                       == ("done", 2), 10)
+        await until("the retried stop to reach Ray", partial(site.has_status, sid, "STOPPED"), 20, every=0.25)
+        await until("the retried stop to be journaled", lambda: gw.actions(eid, ActionKind.CHECKPOINT_STOP).get(sid)
+                       == ("done", 2), 10, every=0.25)
         record = gw.adapter.checkpoints[-1]
         assert (record.job_id, record.acknowledged) == (sid, False) and "probably lost" in record.note
-        await wait_for("the event to complete", lambda: gw.state(eid) is EventState.COMPLETED, 40)
+        await until("the event to complete", lambda: gw.state(eid) is EventState.COMPLETED, 40, every=0.25)
         assert gw.actions(eid, ActionKind.RESTART) == {sid: ("done", 1)}
         new = await site.client.get_job(resubmission_id(sid, eid))
         assert new is not None and new.metadata.get(KEY_RESUMED_FROM) == sid

@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from gateway.config.models import InfluxSinkConfig
 from gateway.journal.outbox import Outbox
 from gateway.sinks.tsdb import TsdbSink
 from gateway.sinks.tsdb.writer import CHANNEL
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +48,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[int, float]]]
-
-
-async def until(what: str, check: Callable[[], bool], within: float) -> None:
-    for _ in range(int(within / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {within} s: {what}")
 
 
 async def export(http: aiohttp.ClientSession, site: str) -> Series:

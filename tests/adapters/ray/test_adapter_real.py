@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from tests.adapters.ray.apps import serve_app
 from tests.adapters.ray.holds import placement_groups, release_holds
 from tests.gateway.planner import NOW, directive, policy
 from tests.services import HINT, service_env
+from tests.waiting import arrived, until
 
 pytestmark = pytest.mark.integration
 
@@ -123,17 +124,6 @@ trainer.fit()
 ECHO = serve_app("Echo", 0.1)
 
 
-async def until(what: str, probe: Callable[[], Awaitable[T | None]], within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        got = await probe()
-        if got is not None and got is not False:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
 async def placement_group(site: Site, name: str, state: str) -> dict[str, Any] | None:
     """The placement group called ``name`` as Ray's state API lists it, once it is in ``state``."""
     groups = [g for g in await placement_groups(site.client.base_url) if g.get("name") == name]
@@ -167,7 +157,7 @@ class Site:
             assert job is not None and job.status in ("PENDING", "RUNNING"), f"{sid}: {job}"
             logs = await self.client.job_logs(sid) if job.status == "RUNNING" else ""
             return logs if marker in logs else None
-        return await until(f"job {sid} to run", probe, within=45)
+        return await until(f"job {sid} to run", probe, 45, done=arrived, every=0.25)
 
 
 @pytest.fixture
@@ -245,12 +235,13 @@ async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(s
 
     # Ray itself holds the freed GPUs: a placement group of the job's two, which no other work may use; the
     # job that made it has ended (nothing of the gateway's keeps running on the cluster)
-    group = await until("the hold's placement group", lambda: placement_group(site, holder, "CREATED"), within=60)
+    group = await until("the hold's placement group", lambda: placement_group(site, holder, "CREATED"), 60, done=arrived,
+                        every=0.25)
     async def hold_job_ended() -> bool:
         job = await site.client.get_job(holder)
         return job is not None and job.status == "SUCCEEDED"
 
-    await until("the hold job to end", hold_job_ended, within=30)
+    await until("the hold job to end", hold_job_ended, 30, done=arrived, every=0.25)
     assert [b["unit_resources"] for b in group["bundles"]] == [{site.gpu_resource: 1.0}] * 2
     assert all(j.job_id != holder for j in (await site.ray.snapshot()).jobs)  # the holder is not a job to plan
 
@@ -263,7 +254,7 @@ async def test_checkpoint_stop_then_restart_resumes_from_the_acknowledged_step(s
     assert again.levers.stopped[sid].checkpoint_path == path
     await again.apply(restart)
     await again.aclose()
-    await until("the hold released", lambda: placement_group(site, holder, "REMOVED"), within=30)
+    await until("the hold released", lambda: placement_group(site, holder, "REMOVED"), 30, done=arrived, every=0.25)
     await site.ray.apply(restart)
     new_id = resubmission_id(sid, EVENT)
     resumed = [j for j in await site.client.list_jobs() if j.metadata.get("dcflex.resumed_from") == sid]
@@ -318,7 +309,8 @@ async def test_a_batch_of_stops_asks_every_job_at_once(site: Site) -> None:
     stops = [site.action(ActionKind.CHECKPOINT_STOP, sid) for sid in sids]
     site.ray.prepare(stops)  # what the executor does before running a batch
     assert all(site.directives.get(sid) is not None for sid in sids)  # both asked before either command runs
-    await until("both acknowledgements", lambda: asyncio.sleep(0, all(site.acks.get(s) for s in sids)), within=20)
+    await until("both acknowledgements", lambda: asyncio.sleep(0, all(site.acks.get(s) for s in sids)), 20, done=arrived,
+                every=0.25)
     for stop in stops:  # the commands then only stop: the checkpoints are written already
         facts = await site.ray.apply(stop)
         assert facts is not None and facts["acknowledged"] is True and facts["checkpoint_path"]
@@ -373,14 +365,14 @@ async def test_serve_scales_down_and_back_up(site: Site, tmp_path: Path) -> None
         dep = app.deployments["Echo"]
         return dep.target_num_replicas == target and dep.running_replicas == target == len(dep.replicas)
 
-    await until("3 running replicas", lambda: replicas(3), within=60)
+    await until("3 running replicas", lambda: replicas(3), 60, done=arrived, every=0.25)
     sent = await site.ray.scale_serve(name, "Echo", 1)
     assert sent is not None
     assert [a["deployments"] for a in sent["applications"] if a["name"] == name] == [[{"name": "Echo", "num_replicas": 1}]]
-    await until("1 replica", lambda: replicas(1), within=30)
+    await until("1 replica", lambda: replicas(1), 30, done=arrived, every=0.25)
     assert await site.ray.scale_serve(name, "Echo", 1) is None  # already there: nothing sent
     await site.ray.scale_serve(name, "Echo", 3)
-    await until("3 replicas again", lambda: replicas(3), within=30)
+    await until("3 replicas again", lambda: replicas(3), 30, done=arrived, every=0.25)
 
     # through the port: the deployment is a service in the snapshot, the planner takes what its tier
     # allows (flex-50 of 3: one replica), the adapter scales it and remembers its full size
@@ -403,7 +395,7 @@ async def test_serve_scales_down_and_back_up(site: Site, tmp_path: Path) -> None
         assert [(a.kind, a.replicas) for a in p.shed] == [(ActionKind.SCALE_DOWN, 2)]
         assert ray.describe(p.shed[0])[-1].startswith("PUT ")
         assert await ray.apply(p.shed[0]) == {"replicas_before": 3, "replicas": 2}
-        await until("2 replicas", lambda: replicas(2), within=30)
+        await until("2 replicas", lambda: replicas(2), 30, done=arrived, every=0.25)
         again = (await ray.snapshot()).job(jid)
         assert again is not None and (again.replicas, again.replicas_removed, again.gpus) == (2, 1, 2)
         # a restarted gateway learns the full size from its journal's commands in force
@@ -412,7 +404,7 @@ async def test_serve_scales_down_and_back_up(site: Site, tmp_path: Path) -> None
         assert after is not None and after.replicas_removed == 1
         assert plan(directive(0.0, event_id=EVENT), replace(snap, jobs=(after,)), policy(tolerance_kw=0.01), NOW).shed == ()
         assert await recalled.apply(p.restore[0]) == {"replicas_before": 2, "replicas": 3}
-        await until("3 replicas after the restore", lambda: replicas(3), within=30)
+        await until("3 replicas after the restore", lambda: replicas(3), 30, done=arrived, every=0.25)
         back = (await recalled.snapshot()).job(jid)
         assert back is not None and (back.replicas, back.replicas_removed) == (3, 0)
     finally:

@@ -13,7 +13,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +29,7 @@ from gateway.domain import Action, ActionKind, ClusterSnapshot, JobState, Tier
 from gateway.exceptions import AdapterTimeout, AdapterUnavailable, CommandFailed
 from gateway.jobchannel import CheckpointAcks
 from gateway.ports import Recall
+from tests.waiting import arrived, until
 
 pytestmark = pytest.mark.integration
 
@@ -69,17 +70,6 @@ async def sh(*argv: str, env: Mapping[str, str], check: bool = True, within: flo
     return out.decode()
 
 
-async def until(what: str, probe: Callable[[], Awaitable[T | None]], within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        got = await probe()
-        if got is not None and got is not False:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
 class Cluster:
     """The test Slurm: submits jobs (cancelled at teardown) and reads state with Slurm's own tools."""
 
@@ -109,7 +99,7 @@ class Cluster:
         """Wait until the job runs *and* its script has set its signal trap (it logged "start")."""
         async def ready() -> bool:
             return (await self.state(job_id)).startswith("RUNNING|") and self.log(job_id).count("start step=") > 0
-        await until(f"job {job_id} to run", ready, within)
+        await until(f"job {job_id} to run", ready, within, done=arrived, every=0.25)
 
     def log(self, job_id: str) -> str:
         path = self.dir / f"log.{job_id}"
@@ -227,7 +217,7 @@ async def test_pause_and_resume_a_real_job_idempotently(cluster: Cluster) -> Non
 
     await adapter.apply(act("ev-2/resume/j", ActionKind.RESUME, job))
     assert (await cluster.state(job)).startswith("RUNNING|")
-    await until("progress after resume", lambda: _ready(cluster.progress(job) > frozen + 2), 5)
+    await until("progress after resume", lambda: _ready(cluster.progress(job) > frozen + 2), 5, done=arrived, every=0.25)
     await adapter.apply(act("ev-3/resume/j", ActionKind.RESUME, job))  # running already: no resume
     assert len(ran(adapter, "resume")) == 1
 
@@ -239,7 +229,7 @@ async def _ready(flag: bool) -> bool:
 async def test_checkpoint_stop_waits_for_the_marker_requeues_held_and_restart_resumes(cluster: Cluster) -> None:
     job = await cluster.submit("ckpt-marker", gpus=2)
     await cluster.running(job)
-    await until("a few steps", lambda: _ready(cluster.progress(job) >= 5), 10)
+    await until("a few steps", lambda: _ready(cluster.progress(job) >= 5), 10, done=arrived, every=0.25)
     adapter = cluster.adapter()
 
     started = time.monotonic()
@@ -250,15 +240,15 @@ async def test_checkpoint_stop_waits_for_the_marker_requeues_held_and_restart_re
     assert (record.acknowledged, record.via, record.checkpoint_path, record.signal) == (True, "marker", str(ckpt), "USR1")
     saved = int(ckpt.read_text())
     assert saved >= 5 and f"checkpoint step={saved}" in cluster.log(job)
-    await until("the job to be pending and held", lambda: _held(cluster, job), 15)
+    await until("the job to be pending and held", lambda: _held(cluster, job), 15, done=arrived, every=0.25)
     assert (j := (await adapter.snapshot()).job(job)) is not None and j.state is JobState.STOPPED
 
     await adapter.apply(act("ev-5/checkpoint_stop/j", ActionKind.CHECKPOINT_STOP, job))  # stopped already
     assert len(ran(adapter, "requeuehold")) == 1 and len(ran(adapter, "scancel")) == 1
 
     await adapter.apply(act("ev-4/restart/j", ActionKind.RESTART, job))
-    await until("the restarted job to resume from its checkpoint",
-                lambda: _ready(f"start step={saved} " in cluster.log(job)), 40)
+    await until("the restarted job to resume from its checkpoint", lambda: _ready(f"start step={saved} " in cluster.log(job)),
+                40, done=arrived, every=0.25)
     assert (await cluster.state(job)).startswith("RUNNING|")
     await adapter.apply(act("ev-5/restart/j", ActionKind.RESTART, job))  # running: nothing to release
     assert len(ran(adapter, "release")) == 1
@@ -282,7 +272,7 @@ async def test_checkpoint_acknowledged_over_http_by_dcflex_ack(cluster: Cluster)
     assert (record.acknowledged, record.via) == (True, "http")
     assert record.checkpoint_path == str(cluster.dir / f"ckpt.{job}") and record.waited_s < 15
     assert f"dcflex ack: job {job} checkpoint acknowledged at " in cluster.log(job)  # the CLI's own words
-    await until("the job to be pending and held", lambda: _held(cluster, job), 15)
+    await until("the job to be pending and held", lambda: _held(cluster, job), 15, done=arrived, every=0.25)
 
 
 async def test_no_acknowledgement_proceeds_after_the_grace_even_from_suspended(cluster: Cluster) -> None:
@@ -298,7 +288,7 @@ async def test_no_acknowledgement_proceeds_after_the_grace_even_from_suspended(c
     [record] = adapter.checkpoints
     assert not record.acknowledged and "probably lost" in record.note and record.waited_s >= 2.0
     assert "checkpoint step=" in cluster.log(job), "the job was resumed so it could handle the signal"
-    await until("the job to be pending and held", lambda: _held(cluster, job), 15)
+    await until("the job to be pending and held", lambda: _held(cluster, job), 15, done=arrived, every=0.25)
 
 
 async def test_a_job_slurm_will_not_requeue_is_refused_and_never_cancelled(cluster: Cluster) -> None:
@@ -399,7 +389,7 @@ async def test_slurmctld_down_is_unavailable_after_retries_and_back_with_its_sta
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGTERM)
     try:
-        await until("slurmctld to exit", lambda: _ready(not Path(f"/proc/{pid}").exists()), 15)
+        await until("slurmctld to exit", lambda: _ready(not Path(f"/proc/{pid}").exists()), 15, done=arrived, every=0.25)
         adapter = cluster.adapter(retries=1, timeout_s=30.0)
         with pytest.raises(AdapterUnavailable) as err:
             await adapter.snapshot()
@@ -408,7 +398,8 @@ async def test_slurmctld_down_is_unavailable_after_retries_and_back_with_its_sta
         assert err.value.command[1:] in (("--json", "--all"), ("--json",))
     finally:
         await sh("bash", str(ROOT / "scripts" / "services.d" / "slurm.sh"), "restart-ctld", env=cluster.env, within=60)
-    snap = await until("the controller to answer", lambda: _snapshot_or_none(cluster.adapter(retries=0)), 30)
+    snap = await until("the controller to answer", lambda: _snapshot_or_none(cluster.adapter(retries=0)), 30, done=arrived,
+                       every=0.25)
     assert (j := snap.job(job)) is not None and j.state is JobState.RUNNING, "slurmctld lost the job over a restart"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from gateway.clock import ManualClock
 from gateway.config.models import MqttSinkConfig
 from gateway.journal.outbox import Outbox
 from gateway.sinks.mqtt import CHANNEL, MqttSink, OutMessage
+from tests.waiting import until
 
 T0 = datetime(2025, 5, 20, 17, 0, tzinfo=UTC)
 
@@ -36,14 +36,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def until(what: str, probe: Callable[[], bool], within: float = 5.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if probe():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not within {within} s: {what}")
 
 
 def alert(i: int) -> dict[str, object]:
@@ -86,7 +78,7 @@ async def test_unreachable_broker_backs_off_and_alerts_once(tmp_path: Path) -> N
     sink = MqttSink(cfg, outbox, None, clock=clock, on_problem=on_problem)
     task = asyncio.create_task(sink.run())
     for n in range(1, 6):
-        await until(f"retry {n} waits", lambda n=n: len(clock.slept) == n)  # type: ignore[misc]
+        await until(f"retry {n} waits", lambda n=n: len(clock.slept) == n, 5.0, every=0.01)  # type: ignore[misc]
         await sink.emit("alert", alert(n))
         await clock.advance(clock.slept[-1])
     assert clock.slept == [1.0, 2.0, 4.0, 4.0, 4.0]  # doubling, capped at reconnect_max_s
@@ -111,7 +103,7 @@ async def test_hooks_that_fail_do_not_stop_the_sink(tmp_path: Path) -> None:
     cfg = MqttSinkConfig(host="127.0.0.1", port=closed_port(), topic_prefix="t", site_id="s")
     sink = MqttSink(cfg, Outbox(":memory:"), None, clock=clock, on_problem=broken)
     task = asyncio.create_task(sink.run())
-    await until("first retry waits", lambda: len(clock.slept) == 1)
+    await until("first retry waits", lambda: len(clock.slept) == 1, 5.0, every=0.01)
     assert calls == ["mqtt_unavailable"] and not task.done()
     await sink.aclose()
     await asyncio.wait_for(task, 2.0)

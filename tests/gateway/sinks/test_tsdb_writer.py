@@ -18,6 +18,7 @@ from gateway.config.models import InfluxSinkConfig
 from gateway.journal.outbox import Outbox
 from gateway.sinks.tsdb import TsdbSink
 from gateway.sinks.tsdb.writer import CHANNEL, TsdbWriter
+from tests.waiting import until
 
 
 class FakeDb:
@@ -100,14 +101,6 @@ class Problems:
         return [code for code, _ in self.seen]
 
 
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not within {within} s")
-
-
 async def running(writer: TsdbWriter, body: Callable[[], Awaitable[None]]) -> None:
     """Run the writer's loop around ``body``, then stop it the way the gateway does (cancel, aclose)."""
     task = asyncio.create_task(writer.run())
@@ -130,11 +123,13 @@ async def test_full_batches_go_at_once_and_the_rest_after_the_flush_interval(db:
 
     async def body() -> None:
         writer.add(lines("a", 7))
-        await until(lambda: len(db.requests) == 2)
+        await until("len(db.requests) == 2", lambda: len(db.requests) == 2, 5.0, every=0.01)
         assert [len(r) for r in db.requests] == [3, 3]  # two full batches, without waiting
         await asyncio.sleep(0.2)
         assert len(db.requests) == 2  # the seventh waits for the flush interval...
-        await until(lambda: len(db.requests) == 3)  # ...and then goes
+        await until("len(db.requests) == 3", lambda: len(db.requests) == 3, 5.0, every=0.01)  # ...and then goes
+        # answered, too: a write cut off before its answer is sent again on the way out (at least once)
+        await until("the writer to count 7 written", lambda: writer.stats()["written"] == 7, 5.0, every=0.01)
 
     await running(writer, body)
     assert db.lines == lines("a", 7)
@@ -150,16 +145,17 @@ async def test_outage_spills_to_the_outbox_and_drains_in_order_with_one_alert_ea
 
     async def body() -> None:
         writer.add(lines("x", 3, 0))
-        await until(lambda: len(db.lines) == 3)
+        await until("len(db.lines) == 3", lambda: len(db.lines) == 3, 5.0, every=0.01)
         db.status = 503
         for k in range(1, 6):  # keeps producing through the outage, across several retries
             writer.add(lines("x", 3, 3 * k))
             await asyncio.sleep(0.1)
-        await until(lambda: outbox.count(CHANNEL) >= 5)
+        await until("outbox.count(CHANNEL) >= 5", lambda: outbox.count(CHANNEL) >= 5, 5.0, every=0.01)
         assert writer.stats()["state"] == "unavailable"
         db.status = 204
-        await until(lambda: len(db.lines) == 18 and outbox.count(CHANNEL) == 0)
-        await until(lambda: "tsdb_recovered" in problems.codes)
+        await until("len(db.lines) == 18 and outbox.count(CHANNEL) == 0",
+                    lambda: len(db.lines) == 18 and outbox.count(CHANNEL) == 0, 5.0, every=0.01)
+        await until('"tsdb_recovered" in problems.codes', lambda: "tsdb_recovered" in problems.codes, 5.0, every=0.01)
 
     await running(writer, body)
     assert db.lines == lines("x", 18)  # each once, in the order produced
@@ -177,7 +173,7 @@ async def test_unreachable_db_loses_nothing_across_a_restart(db: FakeDb, tmp_pat
 
     async def body() -> None:
         closed.add(lines("r", 4))
-        await until(lambda: closed.stats()["state"] == "unavailable")
+        await until('closed.stats()["state"] == "unavailable"', lambda: closed.stats()["state"] == "unavailable", 5.0, every=0.01)
         closed.add(lines("r", 2, 4))  # buffered when the gateway stops
 
     await running(closed, body)
@@ -185,7 +181,8 @@ async def test_unreachable_db_loses_nothing_across_a_restart(db: FakeDb, tmp_pat
     assert Outbox(path).count(CHANNEL) >= 2  # aclose put the rest in the outbox, not on the floor
 
     again = TsdbWriter(config(db.port), Outbox(path), clock=SystemClock(), on_problem=problems)
-    await running(again, lambda: until(lambda: len(db.lines) == 6))
+    await running(again, lambda: until("the outbox drained and answered", lambda: len(db.lines) == 6
+                                       and Outbox(path).count(CHANNEL) == 0, 5.0, every=0.01))
     assert db.lines == lines("r", 6)
     assert Outbox(path).count(CHANNEL) == 0
     assert problems.codes == ["tsdb_unavailable"]  # the new process never saw it down: nothing to announce
@@ -199,7 +196,8 @@ async def test_a_malformed_batch_is_dropped_and_does_not_block_the_rest(db: Fake
     async def body() -> None:
         bad = ["m,t=BAD v=1 1", *lines("b", 2), "m,t=BAD v=2 2", *lines("b", 2, 2)]  # two batches of 3
         writer.add([*lines("g", 3, 0), *bad, *lines("g", 3, 3)])
-        await until(lambda: writer.stats()["failed"] == 6 and len(db.lines) == 6)
+        await until('writer.stats()["failed"] == 6 and len(db.lines) == 6',
+                    lambda: writer.stats()["failed"] == 6 and len(db.lines) == 6, 5.0, every=0.01)
 
     await running(writer, body)
     assert db.lines == lines("g", 6)
@@ -212,7 +210,8 @@ async def test_a_malformed_batch_in_the_outbox_is_dropped_and_the_rest_drained(d
     outbox.put(CHANNEL, ["\n".join(lines("o", 2, 0)), "m,t=BAD v=1 1", "\n".join(lines("o", 1, 2)), "\n".join(lines("o", 3, 3))])
     db.reject = "BAD"
     writer = TsdbWriter(config(db.port), outbox, clock=SystemClock())
-    await running(writer, lambda: until(lambda: outbox.count(CHANNEL) == 0 and len(db.lines) == 6))
+    await running(writer, lambda: until("outbox.count(CHANNEL) == 0 and len(db.lines) == 6",
+                                        lambda: outbox.count(CHANNEL) == 0 and len(db.lines) == 6, 5.0, every=0.01))
     assert db.lines == lines("o", 6)
     assert writer.stats()["failed"] == 1 and writer.stats()["drained"] == 6
 
@@ -225,10 +224,10 @@ async def test_auth_bucket_and_server_errors_keep_the_points(db: FakeDb, status:
 
     async def body() -> None:
         writer.add(lines("k", 3))
-        await until(lambda: outbox.count(CHANNEL) == 1)
+        await until("outbox.count(CHANNEL) == 1", lambda: outbox.count(CHANNEL) == 1, 5.0, every=0.01)
         assert writer.stats()["last_error"] is not None and f"HTTP {status}" in str(writer.stats()["last_error"])
         db.status = 204
-        await until(lambda: outbox.count(CHANNEL) == 0)
+        await until("outbox.count(CHANNEL) == 0", lambda: outbox.count(CHANNEL) == 0, 5.0, every=0.01)
 
     await running(writer, body)
     assert db.lines == lines("k", 3) and writer.stats()["failed"] == 0
@@ -242,10 +241,10 @@ async def test_a_write_that_times_out_is_kept_and_sent_again(db: FakeDb) -> None
 
     async def body() -> None:
         writer.add(lines("s", 3))
-        await until(lambda: outbox.count(CHANNEL) == 1)
+        await until("outbox.count(CHANNEL) == 1", lambda: outbox.count(CHANNEL) == 1, 5.0, every=0.01)
         db.delay = 0.0
-        await until(lambda: outbox.count(CHANNEL) == 0)
-        await until(lambda: len(db.lines) == 6)
+        await until("outbox.count(CHANNEL) == 0", lambda: outbox.count(CHANNEL) == 0, 5.0, every=0.01)
+        await until("len(db.lines) == 6", lambda: len(db.lines) == 6, 5.0, every=0.01)
 
     await running(writer, body)
     assert "no answer within 0.2 s" in problems.seen[0][1]
@@ -303,7 +302,8 @@ async def test_sink_maps_records_averages_power_and_skips_what_it_cannot_map(db:
                                   "shed_kw": 100.0 - kw})
     await sink.emit("power", {"at": at(62), "event_id": "", "kw": None})  # no reading: skipped, counted
     await sink.emit("plan", {"at": at(62), "event_id": "e1"})  # no point for plans
-    await until(lambda: len(db.lines) == 2)
+    await until("two points written and answered", lambda: len(db.lines) == 2 and sink.stats()["written"] == 2, 5.0,
+                every=0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
