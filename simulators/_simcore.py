@@ -17,12 +17,12 @@ from collections.abc import Iterable
 from dataclasses import fields
 from functools import reduce
 from operator import add
-from types import MemberDescriptorType
 
 from gateway.domain import Job, JobState, Node
+from gateway.domain.unchecked import unchecked
 from gateway.power import PowerModel
 from simulators._placement import OWN_NODES, JobQueue, NodePool, place
-from simulators._simjob import EPS, Arrivals, FieldPut, SimJob, SimJobSpec
+from simulators._simjob import EPS, Arrivals, SimJob, SimJobSpec
 
 __all__ = ["ADAPTER", "KEEP_COMPLETED_S", "Arrivals", "SimCore", "SimJob", "SimJobSpec", "place"]
 
@@ -38,35 +38,22 @@ KEEP_COMPLETED_S = 3600.0
 
 # A running job's Job differs from one snapshot to the next only in its accounts, and a snapshot of a big
 # site holds hundreds of running jobs. So after the first (built, and validated, by Job's constructor) the
-# rest are copies of it with the four accounts replaced (finite and >= 0 by construction; checked anyway),
-# written straight into Job's slots as its frozen __init__ does itself: about four times cheaper.
+# rest are copies of its values with the four accounts replaced (finite and >= 0 by construction), built by
+# the domain's one unchecked constructor (``gateway.domain.unchecked``).
 _ACCOUNTS = ("since_checkpoint_s", "elapsed_s", "remaining_s", "lost_s")
+_FIELDS = tuple(f.name for f in fields(Job))
+_SINCE, _ELAPSED, _REMAINING, _LOST = (_FIELDS.index(name) for name in _ACCOUNTS)
+_make_job = unchecked(Job)
 
 
-def _setter(name: str) -> FieldPut:
-    slot = Job.__dict__.get(name)
-    if isinstance(slot, MemberDescriptorType):
-        return slot.__set__
-    return lambda job, v: object.__setattr__(job, name, v)  # (were Job without slots: slower, same result)
+def _fixed_of(job: Job) -> tuple[object, ...]:
+    return tuple(getattr(job, name) for name in _FIELDS)
 
 
-_FIXED = tuple((name, _setter(name)) for name in (f.name for f in fields(Job)) if name not in _ACCOUNTS)
-_put_since, _put_elapsed, _put_remaining, _put_lost = (_setter(name) for name in _ACCOUNTS)
-_new = object.__new__
-
-
-def _fixed_of(job: Job) -> tuple[tuple[FieldPut, object], ...]:
-    return tuple((put, getattr(job, name)) for name, put in _FIXED)
-
-
-def _restamp(fixed: tuple[tuple[FieldPut, object], ...], since: float, elapsed: float, remaining: float, lost: float) -> Job:
-    job: Job = _new(Job)
-    for put, v in fixed:
-        put(job, v)
-    _put_since(job, since)
-    _put_elapsed(job, elapsed)
-    _put_remaining(job, remaining)
-    _put_lost(job, lost)
+def _restamp(fixed: tuple[object, ...], since: float, elapsed: float, remaining: float, lost: float) -> Job:
+    values = list(fixed)
+    values[_SINCE], values[_ELAPSED], values[_REMAINING], values[_LOST] = since, elapsed, remaining, lost
+    job: Job = _make_job(*values)
     return job
 
 

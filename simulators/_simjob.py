@@ -18,10 +18,9 @@ from gateway.domain import Job, JobState, Tier
 if TYPE_CHECKING:
     from simulators._simcore import SimCore
 
-__all__ = ["EPS", "Arrivals", "FieldPut", "SimJob", "SimJobSpec"]
+__all__ = ["EPS", "Arrivals", "SimJob", "SimJobSpec"]
 
 EPS = 1e-6  # a running job with less work than this left (full-speed seconds) is done
-FieldPut = Callable[[Job, object], None]  # writes one field of a frozen Job (_simcore's snapshot copies)
 # States in which a started job makes no progress and every second counts as lost work.
 _STALLED = (JobState.SUSPENDED, JobState.CHECKPOINTING, JobState.STOPPED, JobState.RESTARTING, JobState.PENDING)
 
@@ -117,7 +116,7 @@ class SimJob:
     _probe: Job | None = field(default=None, repr=False)  # who it is, for the power model's questions
     _full_one: float = 0.0  # _full whenever it holds nodes
     _value: Job | None = field(default=None, repr=False)  # its Job, while that cannot change with time
-    _fixed: tuple[tuple[FieldPut, object], ...] | None = field(default=None, repr=False)  # its Job's other fields, until touched
+    _fixed: tuple[object, ...] | None = field(default=None, repr=False)  # its Job's other fields, until touched
     _seen: Job | None = field(default=None, repr=False)  # its Job as last built, at _seen_at
     _seen_at: float = -1.0
     _ended_at: float | None = None

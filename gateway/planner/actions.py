@@ -27,7 +27,7 @@ from itertools import chain
 from operator import itemgetter
 
 from gateway.domain import Action, ActionKind, Job, Tier
-from gateway.planner.draft import make_action
+from gateway.domain.unchecked import unchecked
 from gateway.planner.levers import CapRun, Choice, stop_overhead_s
 from gateway.planner.ramp import Times, ramp_offsets
 
@@ -38,6 +38,11 @@ _UNCAP, _RESUME, _RESTART, _RELEASE = ActionKind.UNCAP, ActionKind.RESUME, Actio
 _SCALE, _SCALE_UP = ActionKind.SCALE_DOWN, ActionKind.SCALE_UP
 _TIER_STR = {t: t.value for t in Tier}
 _cand_gpus = itemgetter(3)
+
+make_action: Callable[..., Action] = unchecked(Action)
+"""``make_action(key, kind, at, job_id, nodes, watts, delta_kw, tier, reason, replicas=None)``: an ``Action`` equal
+to ``Action(key=..., ...)``, built without re-validating: every value the planner puts in an action is valid
+by construction (non-empty keys and job ids, aware times, finite kW), and a plan can hold a hundred thousand."""
 
 
 @dataclass(slots=True, eq=False)
