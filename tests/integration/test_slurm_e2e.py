@@ -21,7 +21,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.guarded import GuardedScheduler
 from adapters.slurm.adapter import SlurmAdapter
 from gateway.app import Gateway, build_scheduler, power_model
 from gateway.clock import SystemClock
@@ -38,6 +39,7 @@ from gateway.jobchannel import CheckpointAcks
 from gateway.journal import ActionRecord, Journal
 from simulators.vtn import ScriptedVtn
 from tests.adapters.slurm.test_adapter_real import sh, slurm_env
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +54,6 @@ PCT = 75.0  # deeper than GPU caps alone can reach: the planner has to pause and
 
 
 # ------------------------------------------------------------------------------------ plumbing
-
-
-async def wait_for(what: str, probe: Callable[[], object], within: float) -> None:
-    """Poll ``probe`` (sync, or returning an awaitable) every 0.25 s until it is truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        got = probe()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.25)
 
 
 class Collector:
@@ -120,7 +108,11 @@ class Site:
     def url_file(self) -> Path:
         return self.dir / "gateway-url"
 
-    def config(self) -> DcflexConfig:
+    def config(self, *, cap_command: list[str] | None = None, command_timeout_s: float = 30.0) -> DcflexConfig:
+        """The gateway's configuration; ``cap_command`` goes in front of the recorded power-cap command (a
+        wrapper that may hang), ``command_timeout_s`` bounds each Slurm command."""
+        recorded = ["srun", "--overlap", "--jobid={job_id}", "-w", "{node}", str(RECORD_CAP),
+                    str(self.dir / "caps.log"), "{job_id}", "{node}", "{watts}"]
         return DcflexConfig.model_validate({
             "ven": {"vtn_url": self.vtn.vtn_url, "ven_name": VEN_ID, "ven_id": VEN_ID, "poll_interval_s": 0.5},
             "site": {"nodes": 1, "gpus_per_node": 8, "ramp_rate_kw_per_min": 1000.0, "max_shed_fraction": 0.9,
@@ -131,9 +123,8 @@ class Site:
                 {"tier": "critical", "partition": "critical"},
                 {"tier": "flex-25", "partition": "batch", "name_pattern": f"{NAME_PREFIX}*"},
             ]},
-            "scheduler": {"kind": "slurm", "retries": 1, "command_timeout_s": 30.0, "slurm": {
-                "power_cap_command": ["srun", "--overlap", "--jobid={job_id}", "-w", "{node}", str(RECORD_CAP),
-                                      str(self.dir / "caps.log"), "{job_id}", "{node}", "{watts}"],
+            "scheduler": {"kind": "slurm", "retries": 1, "command_timeout_s": command_timeout_s, "slurm": {
+                "power_cap_command": [*(cap_command or []), *recorded],
                 "ack_marker_path": f"{self.dir}/acks/{{job_id}}",
                 "retry_backoff_s": 0.2,
             }},
@@ -141,10 +132,10 @@ class Site:
             "api": {"enabled": True, "host": "127.0.0.1", "port": 0},
         })
 
-    async def start_gateway(self) -> Running:
+    async def start_gateway(self, cfg: DcflexConfig | None = None) -> Running:
         """A gateway as ``dcflex run`` builds it (plus a sink and a 2 s power sample); waits until it is
         registered with the VTN, serves its API (whose URL the jobs read) and has read site power once."""
-        cfg, clock, acks = self.config(), SystemClock(), CheckpointAcks()
+        cfg, clock, acks = cfg or self.config(), SystemClock(), CheckpointAcks()
         model = power_model(cfg)
         parts = build_scheduler(cfg, clock, model, acks)
         assert isinstance(parts.scheduler, SlurmAdapter) and not parts.guarded
@@ -152,18 +143,18 @@ class Site:
                           sinks=[self.sink], sample_interval_s=2.0, guard=parts.guarded, acks=acks)
         running = Running(gateway, parts.scheduler, asyncio.create_task(gateway.serve()))
         self.gateways.append(running)
-        await wait_for("the gateway to register, serve its API and read site power", lambda: (
+        await until("the gateway to register, serve its API and read site power", lambda: (
             gateway.ven.registration_id is not None and gateway.api is not None
-            and gateway.engine.history.latest is not None), 20)
+            and gateway.engine.history.latest is not None), 20, every=0.25)
         assert gateway.api is not None
         self.url_file.write_text(gateway.api.url)
         return running
 
-    def add_event(self, *, in_s: float, duration_s: float) -> str:
+    def add_event(self, *, in_s: float, duration_s: float, pct: float = PCT) -> str:
         eid = f"{NAME_PREFIX}{uuid.uuid4().hex[:8]}"
         self.events.append(eid)
         self.vtn.add_event(VEN_ID, "LOAD_CONTROL", "x-loadControlPercentOffset",
-                           [(timedelta(seconds=duration_s), PCT)], datetime.now(UTC) + timedelta(seconds=in_s),
+                           [(timedelta(seconds=duration_s), pct)], datetime.now(UTC) + timedelta(seconds=in_s),
                            event_id=eid)
         return eid
 
@@ -262,7 +253,7 @@ async def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     async def quiet() -> bool:  # the planner sees every job on the node: start without anyone else's
         return not (await sh("squeue", "-h", "-o", "%i", env=env, check=False)).strip()
 
-    await wait_for("other jobs on the test Slurm to finish (this test plans over the whole node)", quiet, 120)
+    await until("other jobs on the test Slurm to finish (this test plans over the whole node)", quiet, 120, every=0.25)
     async with ScriptedVtn(poll_interval_s=1.0) as vtn:
         s = Site(env, node, tmp_path, vtn)
         try:
@@ -278,7 +269,7 @@ async def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
             if any(reason == f"dcflex {e}" for e in s.events):
                 await sh("scontrol", "update", f"NodeName={node}", "State=RESUME", env=env, check=False)
             if s.submitted:  # their GPUs free before the next test submits
-                await wait_for("cancelled jobs to leave", lambda: _gone(s), 30)
+                await until("cancelled jobs to leave", lambda: _gone(s), 30, every=0.25)
 
 
 async def _gone(s: Site) -> bool:
@@ -286,6 +277,13 @@ async def _gone(s: Site) -> bool:
 
 
 # ------------------------------------------------------------------------------- verification
+
+
+def commands(site: Site, running: Running, event_id: str) -> str:
+    """For a failure message: the event's state, its commands as journaled and the adapter's last Slurm commands."""
+    journaled = [(r.action.key, r.state, r.attempts) for r in running.actions(event_id)]
+    ran = [f"{r.line} -> {r.exit_code} ({r.duration_s:.1f} s)" for r in list(running.adapter.runner.history)[-8:]]
+    return f"state {running.state(event_id)}; journaled {journaled}; last Slurm commands {ran}; alerts {site.sink.alerts()}"
 
 
 def shed_done(running: Running, event_id: str) -> dict[ActionKind, set[str]]:
@@ -349,11 +347,11 @@ async def assert_released(site: Site, running: Running, event_id: str, saved: di
     caps = site.caps()
     assert all(caps[j][-1] == 400 for j in capped), caps  # uncapped: back to the site's maximum
     for job, step in saved.items():
-        await wait_for(f"stopped job {job} to run again from step {step}",
-                       partial(site.log_has, job, f"start step={step} restarts=1"), 40)
-        await wait_for(f"job {job} to count past its checkpoint", partial(site.progressed, job, step + 3), 10)
+        await until(f"stopped job {job} to run again from step {step}",
+                    partial(site.log_has, job, f"start step={step} restarts=1"), 40, every=0.25)
+        await until(f"job {job} to count past its checkpoint", partial(site.progressed, job, step + 3), 10, every=0.25)
     for job in {r.action.job_id for r in records if r.action.kind is ActionKind.PAUSE}:
-        await wait_for(f"paused job {job} to make progress again", partial(site.progressed, job, site.progress(job)), 10)
+        await until(f"paused job {job} to make progress again", partial(site.progressed, job, site.progress(job)), 10, every=0.25)
 
 
 # ------------------------------------------------------------------------------------ the tests
@@ -367,7 +365,7 @@ async def test_an_event_pauses_and_stops_real_jobs_and_restores_them(site: Site)
     no_requeue = await site.submit("pre-norequeue", comment=STOPPABLE, requeue=False)
     flex50 = await site.submit("flex50", comment="dcflex:tier=flex-50")
     by_rule = await site.submit("by-partition")
-    await wait_for("every job to run", lambda: site.all_running(site.submitted), 30)
+    await until("every job to run", lambda: site.all_running(site.submitted), 30, every=0.25)
     running = await site.start_gateway()
     snap = await running.adapter.snapshot()
     assert {j.job_id: j.tier.value for j in snap.jobs if j.job_id in site.submitted} == {
@@ -379,10 +377,11 @@ async def test_an_event_pauses_and_stops_real_jobs_and_restores_them(site: Site)
         started = time.monotonic()
         eid = site.add_event(in_s=5, duration_s=45)
         assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
-        await wait_for("the event to hold", lambda: running.state(eid) is EventState.HOLDING, 30)
+        await until("the event to hold", lambda: running.state(eid) is EventState.HOLDING, 40, every=0.25,
+                    detail=lambda: commands(site, running, eid))
         saved = await assert_shed_as_journaled(site, running, eid, critical, {http_job: "http", marker_job: "marker"})
         assert no_requeue in shed_done(running, eid).get(ActionKind.PAUSE, set()), "the --no-requeue job is not paused"
-        await wait_for("the event to complete", lambda: running.state(eid) is EventState.COMPLETED, 60)
+        await until("the event to complete", lambda: running.state(eid) is EventState.COMPLETED, 60, every=0.25)
         await assert_released(site, running, eid, saved)
         print(f"\nevent {eid}: issued → completed and restarted in {time.monotonic() - started:.1f} s; commands:",
               ", ".join(f"{r.action.kind.value} {r.action.job_id or ','.join(r.action.nodes)} ({r.action.tier})"
@@ -398,11 +397,12 @@ async def test_a_gateway_killed_mid_event_is_replaced_and_restores_without_repea
     critical = [await site.submit("serve", partition="critical")]
     stopped = await site.submit("pre-marker", gpus=2, comment=STOPPABLE)
     paused = await site.submit("pre-norequeue", comment=STOPPABLE, requeue=False)
-    await wait_for("every job to run", lambda: site.all_running(site.submitted), 30)
+    await until("every job to run", lambda: site.all_running(site.submitted), 30, every=0.25)
     first = await site.start_gateway()
     eid = site.add_event(in_s=5, duration_s=35)
     assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
-    await wait_for("the event to hold", lambda: first.state(eid) is EventState.HOLDING, 30)
+    await until("the event to hold", lambda: first.state(eid) is EventState.HOLDING, 40, every=0.25,
+                detail=lambda: commands(site, first, eid))
     saved = await assert_shed_as_journaled(site, first, eid, critical, {stopped: "marker"})
     sent_before = {r.action.key for r in first.actions(eid) if r.state == "done"}
     assert paused in shed_done(first, eid)[ActionKind.PAUSE]
@@ -413,7 +413,7 @@ async def test_a_gateway_killed_mid_event_is_replaced_and_restores_without_repea
 
     second = await site.start_gateway()  # a new process on the same journal: fresh adapter, fresh memory
     assert any(kind == "resumed" for _, _, kind, _ in second.journal.log_entries(eid)), "no reconciliation"
-    await wait_for("the event to complete after the restart", lambda: second.state(eid) is EventState.COMPLETED, 60)
+    await until("the event to complete after the restart", lambda: second.state(eid) is EventState.COMPLETED, 60, every=0.25)
     await assert_released(site, second, eid, saved)
     again = [r.line for r in second.adapter.runner.history
              if {"--signal=USR1", "requeuehold", "suspend", "State=DRAIN"} & set(r.argv)]
@@ -426,11 +426,12 @@ async def test_slurmctld_down_mid_event_is_alerted_survived_and_restored(site: S
     critical = [await site.submit("serve", partition="critical")]
     stopped = await site.submit("pre-marker", gpus=2, comment=STOPPABLE)
     paused = await site.submit("pre-norequeue", comment=STOPPABLE, requeue=False)
-    await wait_for("every job to run", lambda: site.all_running(site.submitted), 30)
+    await until("every job to run", lambda: site.all_running(site.submitted), 30, every=0.25)
     running = await site.start_gateway()
     eid = site.add_event(in_s=5, duration_s=45)
     assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
-    await wait_for("the event to hold", lambda: running.state(eid) is EventState.HOLDING, 30)
+    await until("the event to hold", lambda: running.state(eid) is EventState.HOLDING, 40, every=0.25,
+                detail=lambda: commands(site, running, eid))
     saved = await assert_shed_as_journaled(site, running, eid, critical, {stopped: "marker"})
     assert paused in shed_done(running, eid)[ActionKind.PAUSE]
 
@@ -438,20 +439,58 @@ async def test_slurmctld_down_mid_event_is_alerted_survived_and_restored(site: S
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGTERM)
     try:
-        await wait_for("slurmctld to exit", lambda: not Path(f"/proc/{pid}").exists(), 15)
+        await until("slurmctld to exit", lambda: not Path(f"/proc/{pid}").exists(), 15, every=0.25)
         def unreachable() -> list[dict[str, object]]:
             return [a for a in site.sink.alerts() if "cannot reach the Slurm controller" in str(a["message"])]
 
-        await wait_for("an alert that Slurm cannot be reached", unreachable, 40)
+        await until("an alert that Slurm cannot be reached", unreachable, 40, every=0.25)
         alert = unreachable()[0]
         assert alert["code"] in ("meter_unavailable", "snapshot_failed") and "scontrol ping" in str(alert["message"])
         assert not running.task.done() and running.state(eid) is EventState.HOLDING
     finally:
         await sh("bash", str(SLURM_SH), "restart-ctld", env=site.env, within=90)
     back = datetime.now(UTC)
-    await wait_for("a power reading after slurmctld is back", lambda: (
-        (latest := running.gateway.engine.history.latest) is not None and latest[0] > back), 40)
-    await wait_for("the event to complete", lambda: running.state(eid) is EventState.COMPLETED, 60)
+    await until("a power reading after slurmctld is back", lambda: (
+        (latest := running.gateway.engine.history.latest) is not None and latest[0] > back), 40, every=0.25)
+    await until("the event to complete", lambda: running.state(eid) is EventState.COMPLETED, 60, every=0.25)
     await assert_released(site, running, eid, saved)
     assert not running.task.done()
     assert not site.sink.alerts("command_failed"), site.sink.alerts("command_failed")
+
+
+# The first power-cap command for each job hangs (as an srun whose step never starts would); later ones run.
+HANG_ONCE = 'm="$1"; hang="$2"; shift 2; if [ ! -e "$m" ]; then : > "$m"; exec sleep "$hang"; fi; exec "$@"'
+
+
+async def test_a_hung_scheduler_command_is_bounded_by_the_adapter_alerted_and_retried(site: Site) -> None:
+    """No generic guard around the adapter (as ``dcflex run`` builds it): the Slurm adapter's own bound,
+    ``scheduler.command_timeout_s``, ends the hung command, kills what it started, and the engine alerts
+    and retries the idempotent command at its next re-plan; the event still ends with everything undone."""
+    critical = [await site.submit("serve", partition="critical")]
+    capped = await site.submit("by-partition", gpus=4)  # flex-25 by rule: capped, never paused or stopped
+    await until("every job to run", lambda: site.all_running(site.submitted), 30, every=0.25)
+    hang_s = f"3{uuid.uuid4().int % 10**6:06d}.5"  # a sleep no one else runs, to look for afterwards
+    wrapper = ["sh", "-c", HANG_ONCE, "hang-once", f"{site.dir}/hung-{{job_id}}", hang_s]
+    running = await site.start_gateway(site.config(cap_command=wrapper, command_timeout_s=3.0))
+    assert not isinstance(running.gateway.engine.scheduler, GuardedScheduler)  # the adapter bounds itself
+    eid = site.add_event(in_s=5, duration_s=40, pct=10.0)
+    assert (await site.vtn.wait_for_response(eid, within_s=15)).opt_type == "optIn"
+
+    def timed_out() -> list[dict[str, object]]:
+        return [a for a in site.sink.alerts("command_failed") if a.get("job_id") == capped]
+
+    await until("the hung cap to be alerted", timed_out, 30, every=0.25)
+    alert = timed_out()[0]
+    assert alert["kind"] == "cap" and "did not finish; its processes were killed" in str(alert["message"]), alert
+    assert alert["command"][:3] == ["sh", "-c", HANG_ONCE], alert  # type: ignore[index]
+    assert not (await sh("pgrep", "-f", f"sleep {hang_s}", env=site.env, check=False)).strip(), "the hung sleep lives on"
+    await until("the retried cap to be done", lambda: any(
+        r.action.kind is ActionKind.CAP and r.action.job_id == capped and r.state == "done" and r.attempts == 2
+        for r in running.actions(eid)), 30, every=0.25)
+    assert capped in site.caps(), "the retried cap did not run in the job's allocation"
+    await until("the event to complete", lambda: running.state(eid) is EventState.COMPLETED, 60, every=0.25)
+    records = running.actions(eid)
+    assert not [r for r in records if r.action.job_id in critical]
+    assert all(r.state == "undone" for r in records if r.action.kind.sheds), [(r.action.key, r.state) for r in records]
+    assert site.caps()[capped][-1] == 400  # uncapped: back to the site's maximum
+    assert not running.task.done()
