@@ -7,6 +7,7 @@ meant to come from the environment, e.g. ``DCFLEX_SINKS__MQTT__PASSWORD``.
 
 from __future__ import annotations
 
+import fnmatch
 import string
 from pathlib import Path
 from typing import Annotated, Literal
@@ -111,6 +112,41 @@ class SiteConfig(Section):
         return self
 
 
+def _check_levels(v: dict[str, float]) -> dict[str, float]:
+    for k in v:
+        if not k.isdigit() or int(k) > 3:
+            raise ValueError(f"level {k!r} is not a SIMPLE level (allowed: 0, 1, 2, 3)")
+    return v
+
+
+class ProgramPolicy(Section):
+    """How one demand-response program's signals read, where it differs from ``[policy]``: a utility's programs
+    often give the same signal different meanings (what SIMPLE level 2 sheds, whether LOAD_DISPATCH ``level`` is
+    a setpoint or a delta, the price a relative price moves from). An event belongs to the first program whose
+    ``market_context`` matches its own (OpenADR's marketContext); keys left out keep ``[policy]``'s value."""
+
+    market_context: str = Field(min_length=1, max_length=1024,
+                                description="the program's market context as the VTN sends it; * and ? match any text")
+    simple_levels: dict[str, Fraction] | None = None
+    load_dispatch: Literal["setpoint", "delta"] | None = None
+    default_ramp_s: NonNegFloat | None = None
+    default_recovery_s: NonNegFloat | None = None
+    opt_in_test_events: bool | None = None
+    reference_price_per_mwh: float | None = Field(default=None, allow_inf_nan=False)
+
+    @field_validator("simple_levels")
+    @classmethod
+    def _levels(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return None if v is None else _check_levels(v)
+
+    def matches(self, market_context: str) -> bool:
+        return fnmatch.fnmatchcase(market_context, self.market_context)
+
+    def overrides(self) -> dict[str, object]:
+        """The keys this program sets, to lay over ``[policy]``."""
+        return {name: value for name, value in self if name != "market_context" and value is not None}
+
+
 class PolicyConfig(Section):
     """How signals map to directives and how far the gateway may go."""
 
@@ -140,6 +176,9 @@ class PolicyConfig(Section):
         default_factory=lambda: {t: 1.0 for t in Tier},
         description="weighted-jobs: each tier's weight (a job counts once, whatever its size); missing tiers weigh 1",
     )
+    programs: tuple[ProgramPolicy, ...] = Field(
+        default=(), description="per-program signal mapping, matched on the event's market context; first match wins"
+    )
 
     @model_validator(mode="after")
     def _headroom(self) -> PolicyConfig:
@@ -151,10 +190,24 @@ class PolicyConfig(Section):
     @field_validator("simple_levels")
     @classmethod
     def _levels(cls, v: dict[str, float]) -> dict[str, float]:
-        for k in v:
-            if not k.isdigit() or int(k) > 3:
-                raise ValueError(f"level {k!r} is not a SIMPLE level (allowed: 0, 1, 2, 3)")
+        return _check_levels(v)
+
+    @field_validator("programs")
+    @classmethod
+    def _programs(cls, v: tuple[ProgramPolicy, ...]) -> tuple[ProgramPolicy, ...]:
+        seen = [p.market_context for p in v]
+        twice = sorted({m for m in seen if seen.count(m) > 1})
+        if twice:
+            raise ValueError(f"market_context {twice[0]!r} is given twice: the second would never match")
         return v
+
+    def for_program(self, market_context: str) -> PolicyConfig:
+        """This policy with the first matching program's keys laid over it (``ProgramPolicy``); itself when no
+        program matches (or none is configured)."""
+        for program in self.programs:
+            if program.matches(market_context):
+                return self.model_copy(update=program.overrides())
+        return self
 
 
 class TierRule(Section):

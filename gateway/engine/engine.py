@@ -146,7 +146,8 @@ class Engine(OperatorOverrides):
                     await self._record_opt_out(event, reason, now)
                     return OptDecision(False, reason)
             site = site_context(self.settings.site, self.journal, self.history, self.model, snapshot, now, event)
-            mapping = map_event(event, site, self.settings.site, self.settings.policy, now)
+            policy = self.settings.policy.for_program(event.program)  # [[policy.programs]]: its own signal reading
+            mapping = map_event(event, site, self.settings.site, policy, now)
             if not mapping.decision.opt_in or mapping.directive is None:
                 await self._record_opt_out(event, mapping.decision.reason, now)
                 return mapping.decision
