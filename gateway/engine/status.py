@@ -1,22 +1,43 @@
-"""Read-only views of the engine: ``GET /status`` and the facts of a plan, for operators and sinks."""
+"""Read-only views of the engine: ``GET /status`` and the facts of a plan, for operators and sinks.
+
+``status_of`` reads only what it is handed: the journal's records, a frozen ``RunView`` of each event in
+progress and the notices' own read methods; it never reaches into the engine's working state.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 from gateway.domain import ActionKind, Plan
+from gateway.journal import Journal
+from gateway.notices.service import Announced
 
-if TYPE_CHECKING:
-    from gateway.engine.engine import Engine
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """What status shows of an event in progress: its commands still planned and its shortfall."""
+
+    planned_actions: tuple[str, ...]
+    shortfall_kw: float
 
 
-def status_of(engine: Engine) -> dict[str, object]:
-    now = engine.clock.now()
-    latest = engine.history.latest
+class NoticeView(Protocol):
+    """The notices' side of status (``NoticeService``)."""
+
+    def coverage(self, now: datetime, event_id: str | None = None) -> dict[str, object]: ...
+
+    def announced(self) -> list[Announced]: ...
+
+
+def status_of(*, now: datetime, site_kw: float | None, target_kw: float | None, dry_run: bool, journal: Journal,
+              runs: Mapping[str, RunView], notices: NoticeView) -> dict[str, object]:
     events = []
-    for rec in engine.journal.events():
-        actions = engine.journal.actions(rec.event_id)
-        run = engine.runs.get(rec.event_id)
+    for rec in journal.events():
+        actions = journal.actions(rec.event_id)
+        run = runs.get(rec.event_id)
         d = rec.directive
         events.append({
             "event_id": rec.event_id,
@@ -28,22 +49,22 @@ def status_of(engine: Engine) -> dict[str, object]:
             "target_kw": d.strictest_kw if d else None,
             "start": d.start.isoformat() if d else None,
             "end": d.end.isoformat() if d else None,
-            "planned_actions": [a.key for a in run.pending] if run else [],
+            "planned_actions": list(run.planned_actions) if run else [],
             "done_actions": [r.action.key for r in actions if r.state == "done"],
             "failed_actions": [r.action.key for r in actions if r.state == "failed"],
             "shortfall_kw": run.shortfall_kw if run else None,
-            "notice_coverage": engine.notices.coverage(now, rec.event_id),
+            "notice_coverage": notices.coverage(now, rec.event_id),
         })
     return {
         "now": now.isoformat(),
-        "site_kw": latest[1] if latest else None,
-        "target_kw": engine.effective_target(now),
-        "dry_run": engine.settings.dry_run,
+        "site_kw": site_kw,
+        "target_kw": target_kw,
+        "dry_run": dry_run,
         "events": events,
         "notices": {
-            "coverage_24h": engine.notices.coverage(now),
-            "announced": [{"notice_id": i, "drop_at": e.isoformat(), "first_sent": f.isoformat()}
-                          for i, (e, _, f) in sorted(engine.notices.sent.items())],
+            "coverage_24h": notices.coverage(now),
+            "announced": [{"notice_id": a.notice_id, "drop_at": a.drop_at.isoformat(), "first_sent": a.first_sent.isoformat()}
+                          for a in notices.announced()],
         },
     }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gateway.config.models import NoticesConfig
@@ -23,12 +24,21 @@ from gateway.notices.forecast import Drop, event_drop, job_drops
 from gateway.notices.watch import DropWatch, ObservedDrop
 from gateway.power import PowerModel
 
-__all__ = ["NoticeService"]
+__all__ = ["Announced", "NoticeService"]
 
 log = logging.getLogger("dcflex.notices")
 
 Emit = Callable[[str, str, Mapping[str, object]], Awaitable[None]]
 Etas = Callable[[], Mapping[str, tuple[datetime, float]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """One drop announced in advance: its notice id, when the drop comes, when it was first announced."""
+
+    notice_id: str
+    drop_at: datetime
+    first_sent: datetime
 
 
 class NoticeService:
@@ -129,6 +139,10 @@ class NoticeService:
             for notice_id in [i for i, (at, _) in self._projected.items() if at < old]:
                 del self._projected[notice_id]
         return dict(self._projected)
+
+    def announced(self) -> list[Announced]:
+        """Every drop announced and not withdrawn, by notice id (what ``GET /status`` lists)."""
+        return [Announced(notice_id, at, first) for notice_id, (at, _, first) in sorted(self.sent.items())]
 
     def coverage(self, now: datetime, event_id: str | None = None) -> dict[str, object]:
         """Share of the dropped kW announced at least the shortest lead time ahead: over the last day, or
