@@ -134,3 +134,22 @@ class ManualClock:
             await asyncio.sleep(0)
             if not getattr(loop, "_ready", None):  # CPython's queue of callbacks ready to run
                 return
+
+
+async def sleep_unless(clock: Clock, seconds: float, wake: asyncio.Event) -> bool:
+    """Sleep ``seconds`` on ``clock``, or less if ``wake`` is set first; True when ``wake`` ended it.
+
+    The loops that wait for either (the engine's control loop, a VEN's back-off, the sinks' retries) share
+    this one: both waits are cancelled and gathered (not awaited under a suppression), so a cancellation of
+    the caller is never swallowed."""
+    if wake.is_set():
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waker = asyncio.ensure_future(wake.wait())
+    try:
+        done, _ = await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, waker):
+            task.cancel()
+        await asyncio.gather(sleeper, waker, return_exceptions=True)
+    return waker in done or wake.is_set()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import datetime
 
+from gateway.clock import sleep_unless
 from gateway.engine.control import Control
 from gateway.engine.shared import ACTIVE, WAITING, Shared
 from gateway.exceptions import AdapterError, DcflexError
@@ -90,12 +91,4 @@ class Loops:
                 wake_at = self.control.next_wake(s.clock.now())
             delay = (wake_at - s.clock.now()).total_seconds()
             if delay > 0:
-                sleeper = asyncio.create_task(s.clock.sleep(delay))
-                waker = asyncio.create_task(s.wake.wait())
-                try:
-                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    sleeper.cancel()
-                    waker.cancel()
-                    # gather (not a suppressed await) so a cancellation of this loop is never swallowed
-                    await asyncio.gather(sleeper, waker, return_exceptions=True)
+                await sleep_unless(s.clock, delay, s.wake)

@@ -7,10 +7,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from gateway.clock import Clock
+from gateway.clock import Clock, sleep_unless
 from gateway.exceptions import AdapterUnavailable
 
-__all__ = ["FIRST_DELAY_S", "MAX_DELAY_S", "keep_started", "pause"]
+__all__ = ["FIRST_DELAY_S", "MAX_DELAY_S", "keep_started"]
 
 FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 300.0
@@ -26,18 +26,7 @@ async def keep_started(start: Callable[[], Awaitable[None]], stopped: asyncio.Ev
             await start()
         except AdapterUnavailable as err:
             log.warning("%s; retrying in %g s", err, delay)
-            await pause(delay, stopped, clock)
+            await sleep_unless(clock, delay, stopped)
             delay = min(delay * 2, MAX_DELAY_S)
             continue
         await stopped.wait()
-
-
-async def pause(seconds: float, stopped: asyncio.Event, clock: Clock) -> None:
-    """Sleep on the clock, but wake at once when ``stopped`` is set."""
-    waits = [asyncio.ensure_future(clock.sleep(seconds)), asyncio.ensure_future(stopped.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)

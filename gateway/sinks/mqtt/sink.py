@@ -32,7 +32,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from gateway import __version__
-from gateway.clock import Clock
+from gateway.clock import Clock, sleep_unless
 from gateway.config.models import MqttSinkConfig
 from gateway.exceptions import ConfigError
 from gateway.journal.outbox import Outbox
@@ -261,14 +261,7 @@ class MqttSink:
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds`` on the clock, or less if ``aclose`` is called; True when it was."""
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            stopper.cancel()
-        return self._stop.is_set()
+        return await sleep_unless(self._clock, seconds, self._stop)
 
     def _reason(self, exc: BaseException) -> str:
         """What went wrong, in words that point at the setting to fix: a broker that refused the login

@@ -44,7 +44,7 @@ from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from gateway.clock import Clock
+from gateway.clock import Clock, sleep_unless
 from gateway.config.models import InfluxSinkConfig
 from gateway.exceptions import JournalError
 from gateway.journal.outbox import Outbox
@@ -174,19 +174,9 @@ class TsdbWriter:
 
     async def _wait(self, seconds: float) -> bool:
         """Sleep ``seconds`` of clock time or until a full batch is waiting; True if the time ran out."""
-        if self._kick.is_set():
-            self._kick.clear()
-            return False
-        kick = asyncio.ensure_future(self._kick.wait())
-        nap = asyncio.ensure_future(self._clock.sleep(seconds))
-        try:
-            done, _ = await asyncio.wait((kick, nap), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (kick, nap):
-                task.cancel()
-            await asyncio.gather(kick, nap, return_exceptions=True)
+        kicked = await sleep_unless(self._clock, seconds, self._kick)
         self._kick.clear()
-        return kick not in done
+        return not kicked
 
     def _cut(self, *, everything: bool) -> None:
         """Move full batches (all lines, if ``everything``) from the buffer to the pending queue."""
