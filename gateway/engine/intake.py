@@ -9,9 +9,8 @@ from datetime import datetime
 from gateway.domain import ClusterSnapshot, Directive, EventState, GridEvent, OptDecision
 from gateway.engine.context import site_context
 from gateway.engine.control import Control
-from gateway.engine.overrides import OPERATOR_OUT
 from gateway.engine.run import Run
-from gateway.engine.shared import ACTIVE, WAITING, Shared
+from gateway.engine.shared import ACTIVE, OPERATOR_OUT, WAITING, Shared
 from gateway.engine.status import plan_facts
 from gateway.exceptions import AdapterError
 from gateway.notices.defer import deferred

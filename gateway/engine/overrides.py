@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from gateway.domain import EventState
 from gateway.engine.control import Control
-from gateway.engine.shared import ACTIVE, Shared
+from gateway.engine.shared import ACTIVE, OPERATOR_OUT, Shared
 from gateway.exceptions import DcflexError, OverrideRefused
 
-__all__ = ["OPERATOR_OUT", "Overrides"]
-
-OPERATOR_OUT = "operator opt-out"  # how an operator's opt-out reason starts (the journal keeps it)
+__all__ = ["Overrides"]
 
 
 class Overrides:

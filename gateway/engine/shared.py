@@ -23,10 +23,11 @@ from gateway.ports import Planner, PowerMeter, SchedulerPort, VtnAnswers
 from gateway.power import PowerModel
 from gateway.power.history import PowerHistory
 
-__all__ = ["ACTIVE", "WAITING", "Shared"]
+__all__ = ["ACTIVE", "OPERATOR_OUT", "WAITING", "Shared"]
 
 ACTIVE = (EventState.RAMPING, EventState.HOLDING)
 WAITING = (EventState.RECEIVED, EventState.PLANNED, EventState.NOTICED)
+OPERATOR_OUT = "operator opt-out"  # how an operator's opt-out reason starts; later revisions of that event stay out
 
 
 @dataclass(eq=False)

@@ -70,7 +70,6 @@ __all__ = ["Ven"]
 logger = logging.getLogger("dcflex.ven")
 
 MAX_MESSAGES_PER_POLL = 10
-_OK = OK
 _INVALID_DATA = 454  # enums.STATUS_CODES.INVALID_DATA
 _SIGNAL_NOT_SUPPORTED = 460  # enums.STATUS_CODES.SIGNAL_NOT_SUPPORTED, as openleadr answers unknown names
 # Set while the VEN sends its answer to a refused message (per task): a refused reply to that answer is not answered.
@@ -250,7 +249,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         ``pushed``: the VTN sent it on a poll and expects every answer again; ``False`` for our own
         re-sync, where only new or modified events are answered.
         """
-        if _response_code(message) != _OK:
+        if _response_code(message) != OK:
             logger.warning("ignoring an oadrDistributeEvent carrying error %s", message.get("response"))
             return
         events = message.get("events") or []
@@ -301,7 +300,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         return answer
 
     async def _decide(self, raw: Mapping[str, Any], event_id: str, modification: int) -> Answer:
-        code = _OK if _signals_known(raw) else _SIGNAL_NOT_SUPPORTED
+        code = OK if _signals_known(raw) else _SIGNAL_NOT_SUPPORTED
         now = self._clock.now()
         try:
             event = translate_event(raw, ven_key=self.ven_id or self.ven_name, received_at=now)
@@ -344,9 +343,9 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
                       "opt_type": a.opt_type, "request_id": rid, "modification_number": a.revision,
                       "event_id": _xml_text(a.event_id)} for a in answers]
         message = self._create_message("oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
-                                       response={"response_code": _OK, "response_description": "OK", "request_id": rid})
+                                       response={"response_code": OK, "response_description": "OK", "request_id": rid})
         result = await self._perform_request("EiEvent", message)
-        if isinstance(result, tuple) and len(result) == 2 and result[0] is not None and _response_code(result[1]) != _OK:
+        if isinstance(result, tuple) and len(result) == 2 and result[0] is not None and _response_code(result[1]) != OK:
             logger.warning("the VTN refused our oadrCreatedEvent: %s", result[1].get("response"))
 
     # ----------------------------------------------------------------- polling
@@ -394,7 +393,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         elif message_type == "oadrRegisterReport":
             logger.warning("the VTN offered reports; dcflex does not subscribe to VTN reports")
             message = self._create_message("oadrRegisteredReport", report_requests=[], ven_id=self.ven_id,
-                                           response={"response_code": _OK, "response_description": "OK",
+                                           response={"response_code": OK, "response_description": "OK",
                                                      "request_id": payload.get("request_id")})
             await self._perform_request("EiReport", message)
         elif message_type == "oadrCancelPartyRegistration":
@@ -414,7 +413,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
         if message_type == "oadrDistributeEvent":
             await self._on_event(payload, pushed=False)
         elif message_type == "oadrResponse" and isinstance(payload, dict) and "response" in payload \
-                and _response_code(payload) == _OK:
+                and _response_code(payload) == OK:
             await self._on_event({"events": [], "request_id": payload.get("request_id")}, pushed=False)
 
     async def create_party_registration(self, *args: Any, **kwargs: Any) -> Any:
@@ -508,7 +507,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
             logger.error("unusable answer from the VTN at %s: %s: %s", url, type(err).__name__, _xml_text(str(err), 300))
             logger.debug("details", exc_info=True)
             return None, {}
-        if reply.status != _OK:
+        if reply.status != OK:
             logger.warning("the VTN answered HTTP %d to %s: %s", reply.status, reply.url, _preview(reply.body))
             return None, {}
         if not reply.body.strip():
@@ -533,7 +532,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]  # openleadr ships no type i
                                                       message_type=admitted.message_type), url)
             return None, {}
         response = payload.get("response") if isinstance(payload, dict) else None
-        if isinstance(response, dict) and response.get("response_code") not in (None, _OK):
+        if isinstance(response, dict) and response.get("response_code") not in (None, OK):
             logger.warning("the VTN answered %s with OpenADR code %s: %s", service, response.get("response_code"),
                            _xml_text(str(response.get("response_description")), 200))
         return message_type, payload
@@ -597,7 +596,7 @@ def _response_code(payload: Mapping[str, Any]) -> int:
     response = payload.get("response") if isinstance(payload, Mapping) else None
     code = response.get("response_code") if isinstance(response, Mapping) else None
     try:
-        return int(code) if code is not None else _OK
+        return int(code) if code is not None else OK
     except (TypeError, ValueError):
         return _INVALID_DATA
 
